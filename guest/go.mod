@@ -1,0 +1,3 @@
+module github.com/kafig-dev/kafig/guest
+
+go 1.25
