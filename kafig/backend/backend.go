@@ -75,6 +75,12 @@ type Instance interface {
 	// satisfying errors.Is(err, ErrStopped). Any error from Call (a trap, a
 	// stop) leaves the instance unusable: later calls return ErrDead.
 	Call(ctx context.Context, fn abi.Export, stack []uint64) error
+	// Stop ends the running call, if any, from any goroutine, as if its
+	// context had ended: Call returns an error satisfying
+	// errors.Is(err, ErrStopped) and the instance is dead. It is how package
+	// kafig enforces a limit inside guest code that never polls. Stop is
+	// safe for concurrent use; on an idle instance it only marks it dead.
+	Stop()
 	// Memory gives access to linear memory. The Memory value stays valid for
 	// the life of the instance; the slices it returns do not (see Memory).
 	Memory() Memory
