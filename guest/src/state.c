@@ -1,0 +1,153 @@
+/* state.c: the guest's global state, the exchange area and the allocator.
+ *
+ * One instance runs one operation at a time (an eval, a dispatch, a
+ * compile); an async operation may be suspended while it waits for RPC
+ * replies. Everything here is reset or checked at the start of each
+ * operation. */
+
+static JSRuntime *rt;
+static JSContext *ctx;
+
+/* Set at the end of the Wizer initializer and snapshotted as 1: host
+ * imports must not be called while Wizer runs the initializer. */
+static int initialized;
+/* Math.random is re-seeded from WASI randomness on first use. */
+static int seeded;
+
+/* The exchange area (see abi/ABI.md). The layout is checked at compile
+ * time against the generated offsets. */
+struct exchange {
+    uint32_t result_ptr;
+    uint32_t result_len;
+    uint64_t heap_used;
+    uint64_t heap_limit;
+    uint64_t opcodes;
+    uint32_t pending;
+    uint32_t data_cap;
+    uint8_t reserved[KAFIG_EXCH_HEADER_SIZE - 40];
+    uint8_t data[KAFIG_EXCHANGE_DATA_SIZE];
+};
+_Static_assert(offsetof(struct exchange, result_ptr) == KAFIG_EXCH_RESULT_PTR, "abi");
+_Static_assert(offsetof(struct exchange, result_len) == KAFIG_EXCH_RESULT_LEN, "abi");
+_Static_assert(offsetof(struct exchange, heap_used) == KAFIG_EXCH_HEAP_USED, "abi");
+_Static_assert(offsetof(struct exchange, heap_limit) == KAFIG_EXCH_HEAP_LIMIT, "abi");
+_Static_assert(offsetof(struct exchange, opcodes) == KAFIG_EXCH_OPCODES, "abi");
+_Static_assert(offsetof(struct exchange, pending) == KAFIG_EXCH_PENDING, "abi");
+_Static_assert(offsetof(struct exchange, data_cap) == KAFIG_EXCH_DATA_CAP, "abi");
+_Static_assert(offsetof(struct exchange, data) == KAFIG_EXCH_HEADER_SIZE, "abi");
+
+static struct exchange xch __attribute__((aligned(16)));
+/* A result too large for the data area; freed at the next export call. */
+static uint8_t *result_heap;
+
+/* Why the current operation must end, whatever the script does. The first
+ * limit hit wins; polls stop the script as soon as any is set. */
+static int limit_status; /* 0, or KAFIG_STATUS_CPU_LIMIT_EXCEEDED / _MEMORY_ */
+static int stack_overflow_hit;
+
+/* ---- allocator: the QuickJS heap, with its limit and an OOM flag ---- */
+
+static JSMallocState *heap_state;
+
+static void note_oom(void)
+{
+    if (!limit_status)
+        limit_status = KAFIG_STATUS_MEMORY_LIMIT_EXCEEDED;
+}
+
+static void *k_malloc(JSMallocState *s, size_t size)
+{
+    void *p;
+    heap_state = s; /* the runtime's own state after JS_NewRuntime2 */
+    if (s->malloc_size + size > s->malloc_limit) {
+        note_oom();
+        return NULL;
+    }
+    p = malloc(size);
+    if (!p) {
+        note_oom();
+        return NULL;
+    }
+    s->malloc_count++;
+    s->malloc_size += malloc_usable_size(p) + 8;
+    return p;
+}
+
+static void k_free(JSMallocState *s, void *p)
+{
+    if (!p)
+        return;
+    s->malloc_count--;
+    s->malloc_size -= malloc_usable_size(p) + 8;
+    free(p);
+}
+
+static void *k_realloc(JSMallocState *s, void *p, size_t size)
+{
+    size_t old;
+    void *q;
+    if (!p)
+        return size ? k_malloc(s, size) : NULL;
+    old = malloc_usable_size(p);
+    if (size == 0) {
+        k_free(s, p);
+        return NULL;
+    }
+    if (size > old && s->malloc_size + (size - old) > s->malloc_limit) {
+        note_oom();
+        return NULL;
+    }
+    q = realloc(p, size);
+    if (!q) {
+        note_oom();
+        return NULL;
+    }
+    s->malloc_size += malloc_usable_size(q) - old;
+    return q;
+}
+
+static size_t k_usable_size(const void *p)
+{
+    return malloc_usable_size((void *)p);
+}
+
+static const JSMallocFunctions kafig_malloc_funcs = {
+    k_malloc, k_free, k_realloc, k_usable_size,
+};
+
+/* ---- results ---- */
+
+static void free_result(void)
+{
+    free(result_heap);
+    result_heap = NULL;
+    xch.result_ptr = 0;
+    xch.result_len = 0;
+}
+
+/* set_result copies bytes into the data area, or into a buffer when they
+ * do not fit. Returns 0, or -1 when no memory is left for the buffer. */
+static int set_result(const void *p, size_t len)
+{
+    free_result();
+    if (len <= KAFIG_EXCHANGE_DATA_SIZE) {
+        memmove(xch.data, p, len);
+        xch.result_ptr = (uint32_t)(uintptr_t)xch.data;
+    } else {
+        result_heap = malloc(len);
+        if (!result_heap)
+            return -1;
+        memcpy(result_heap, p, len);
+        xch.result_ptr = (uint32_t)(uintptr_t)result_heap;
+    }
+    xch.result_len = (uint32_t)len;
+    return 0;
+}
+
+static int status_message(int status, const char *msg)
+{
+    set_result(msg, strlen(msg));
+    return status;
+}
+
+static void update_header(void);
