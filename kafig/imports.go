@@ -1,0 +1,208 @@
+package kafig
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/kafig-dev/kafig/abi"
+	"github.com/kafig-dev/kafig/kafig/backend"
+	"github.com/kafig-dev/kafig/kafig/internal/exchange"
+	"github.com/kafig-dev/kafig/kafig/internal/rpc"
+)
+
+// The host imports (ABI.md, "Imports"). They run on the goroutine of the
+// operation that holds the instance, inside a guest call, and never call
+// back into the guest.
+
+// hostInterrupt: interrupt(opcodes i64) -> i32.
+func (in *Instance) hostInterrupt(_ context.Context, _ backend.Memory, stack []uint64) {
+	now := nanotime()
+	ops := stack[0]
+	in.lastPoll.Store(now)
+	in.opcodes.Store(ops)
+	stack[0] = 0
+	if in.ctx != nil {
+		if err := in.ctx.Err(); err != nil {
+			in.stopCause = err
+			stack[0] = 1
+			return
+		}
+	}
+	if cb := in.cfg.interrupt; cb != nil {
+		cpu := in.cpuNanos.Load() + now - in.callStart - in.hostNanos.Load()
+		if in.askInterrupt(cb, ops, cpu) {
+			stack[0] = 1
+		}
+	}
+}
+
+// askInterrupt calls the interrupt callback under cbMu; a panic counts as
+// "stop".
+func (in *Instance) askInterrupt(cb func(uint64, uint64) bool, ops uint64, cpuNanos int64) (stop bool) {
+	in.cbMu.Lock()
+	defer in.cbMu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			in.rt.log.Debug("kafig: interrupt callback panicked; stopping", "panic", r)
+			stop = true
+		}
+	}()
+	return cb(ops, uint64(max(cpuNanos, 0))/1000)
+}
+
+// hostRPCSync: rpc_sync(methodPtr, methodLen, paramsPtr, paramsLen) -> i64.
+func (in *Instance) hostRPCSync(_ context.Context, mem backend.Memory, stack []uint64) {
+	var reply []byte
+	var isErr bool
+	method, ok1 := mem.Read(uint32(stack[0]), uint32(stack[1]))
+	params, ok2 := exchange.Copy(mem, exchange.Ptr(uint32(stack[2])), uint32(stack[3]))
+	if !ok1 || !ok2 {
+		reply, isErr = []byte("kafig: RPC arguments outside guest memory"), true
+	} else {
+		h, mode, fallback, found := in.cfg.router.lookupBytes(method)
+		switch {
+		case !found:
+			reply, isErr = unknownMethod(string(method)), true
+		case mode == modeAsync:
+			reply, isErr = fmt.Appendf(nil, "kafig: method %s is async; use host.rpc", method), true
+		default:
+			reply, isErr = in.runInline(h, string(method), fallback, params)
+		}
+	}
+	in.syncReply = nil
+	if len(reply) <= abi.ExchangeDataSize {
+		exchange.Write(mem, in.x.Data(), reply)
+	} else {
+		in.syncReply = reply
+	}
+	var st uint64 = abi.RPCOK
+	if isErr {
+		st = abi.RPCError
+	}
+	stack[0] = st<<32 | uint64(uint32(len(reply)))
+}
+
+// hostRPCSyncTake: rpc_sync_take(dstPtr, len).
+func (in *Instance) hostRPCSyncTake(_ context.Context, mem backend.Memory, stack []uint64) {
+	r := in.syncReply
+	in.syncReply = nil
+	if r != nil && uint64(len(r)) == uint64(uint32(stack[1])) {
+		exchange.Write(mem, exchange.Ptr(uint32(stack[0])), r)
+	}
+}
+
+// hostRPCAsync: rpc_async(id, methodPtr, methodLen, paramsPtr, paramsLen) -> i32.
+func (in *Instance) hostRPCAsync(_ context.Context, mem backend.Memory, stack []uint64) {
+	id := uint32(stack[0])
+	stack[0] = abi.RPCRefused
+	if !in.async || in.ctx == nil {
+		return
+	}
+	method, ok1 := exchange.String(mem, exchange.Ptr(uint32(stack[1])), uint32(stack[2]))
+	params, ok2 := exchange.Copy(mem, exchange.Ptr(uint32(stack[3])), uint32(stack[4]))
+	if !ok1 || !ok2 {
+		return
+	}
+	if in.pool == nil {
+		in.pool = rpc.New(in.ctx, in.cfg.maxConcurrent)
+	}
+	if in.pool.Outstanding() >= in.cfg.maxPending {
+		in.rt.log.Debug("kafig: host.rpc refused: too many pending", "method", method, "limit", in.cfg.maxPending)
+		return
+	}
+	stack[0] = 0
+	h, mode, fallback, found := in.cfg.router.lookup(method)
+	switch {
+	case !found:
+		in.pool.Done(rpc.Reply{ID: id, Data: unknownMethod(method), IsError: true})
+	case mode == modeSync:
+		data, isErr := in.runInline(h, method, false, params)
+		in.pool.Done(rpc.Reply{ID: id, Data: data, IsError: isErr})
+	default:
+		in.pool.Go(id, func(ctx context.Context) ([]byte, bool) {
+			return in.runHandler(ctx, h, method, fallback, params)
+		})
+	}
+}
+
+// hostRejection: rejection(ptr, len) -> i32.
+func (in *Instance) hostRejection(_ context.Context, mem backend.Memory, stack []uint64) {
+	doc, ok := exchange.Copy(mem, exchange.Ptr(uint32(stack[0])), uint32(stack[1]))
+	stack[0] = 0
+	fn := in.cfg.rejection
+	if fn == nil || !ok {
+		return
+	}
+	start := nanotime()
+	in.inHost.Store(true)
+	stop := func() (stop bool) {
+		defer func() {
+			if r := recover(); r != nil {
+				in.rt.log.Debug("kafig: promise rejection handler panicked", "panic", r)
+			}
+		}()
+		return fn(parseJsError(doc))
+	}()
+	in.leaveHost(start)
+	if stop {
+		stack[0] = 1
+	}
+}
+
+// runInline runs a handler on the operation's goroutine, outside the
+// guest's CPU time.
+func (in *Instance) runInline(h RPCHandler, method string, fallback bool, params []byte) ([]byte, bool) {
+	start := nanotime()
+	in.inHost.Store(true)
+	data, isErr := in.runHandler(in.ctx, h, method, fallback, params)
+	in.leaveHost(start)
+	return data, isErr
+}
+
+func (in *Instance) leaveHost(start int64) {
+	now := nanotime()
+	in.hostNanos.Add(now - start)
+	in.lastPoll.Store(now) // returning from the host counts as a poll
+	in.inHost.Store(false)
+}
+
+// runHandler calls an RPC handler and turns what it does into a reply: the
+// JSON result, or an error message (isErr) for an error, a panic or a
+// result that is not JSON.
+func (in *Instance) runHandler(ctx context.Context, h RPCHandler, method string, fallback bool, params []byte) (data []byte, isErr bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			in.rt.log.Debug("kafig: RPC handler panicked", "method", method, "panic", r)
+			data, isErr = fmt.Appendf(nil, "kafig: RPC handler panicked: %v", r), true
+		}
+	}()
+	if len(params) == 0 {
+		params = []byte("null")
+	} else if !json.Valid(params) {
+		return []byte("kafig: RPC params are not valid JSON"), true
+	}
+	if fallback {
+		ctx = context.WithValue(ctx, methodKey{}, method)
+	}
+	res, err := h(ctx, params)
+	switch {
+	case err != nil:
+		msg := err.Error()
+		if msg == "" {
+			msg = "kafig: RPC handler failed"
+		}
+		in.rt.log.Debug("kafig: RPC handler failed", "method", method, "err", err)
+		return []byte(msg), true
+	case len(res) == 0:
+		return []byte("null"), false
+	case !json.Valid(res):
+		in.rt.log.Debug("kafig: RPC handler returned invalid JSON", "method", method)
+		return []byte("kafig: RPC handler returned invalid JSON"), true
+	}
+	return res, false
+}
+
+func unknownMethod(method string) []byte {
+	return fmt.Appendf(nil, "kafig: unknown RPC method %s", method)
+}

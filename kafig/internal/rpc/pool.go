@@ -1,0 +1,195 @@
+// Package rpc runs the async RPC handlers (host.rpc) of one async operation
+// of a kafig instance.
+//
+// A Pool is created for an async eval or dispatch when its first host.rpc
+// arrives and closed when the operation ends. Handlers run in at most Limit
+// goroutines; calls beyond that wait in a FIFO backlog, so that submitting
+// never blocks the guest import that submits. Replies are collected in
+// arrival order and taken by the operation's goroutine with Next. Close
+// cancels the context every handler got and waits for all of them: no
+// goroutine outlives the operation.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Reply is the outcome of one call: a JSON document, or an error message
+// when IsError is set.
+type Reply struct {
+	ID      uint32
+	Data    []byte
+	IsError bool
+}
+
+// Job runs one handler. It returns the reply data and whether it is an error
+// message.
+type Job func(ctx context.Context) (data []byte, isError bool)
+
+// ErrIdle is returned by Next when no call is outstanding: waiting would
+// never end.
+var ErrIdle = errors.New("no RPC outstanding")
+
+// ErrInterrupted is returned by Next when its stop channel closed.
+var ErrInterrupted = errors.New("wait interrupted")
+
+type queued struct {
+	id  uint32
+	job Job
+}
+
+// Pool runs the handlers of one operation. Its methods are safe for
+// concurrent use, but Next is meant for one goroutine.
+type Pool struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	limit  int
+	g      errgroup.Group
+
+	mu          sync.Mutex
+	workers     int
+	backlog     []queued
+	head        int
+	replies     []Reply
+	outstanding int
+	closed      bool
+	notify      chan struct{}
+}
+
+// New returns a Pool whose handlers get a context derived from parent; limit
+// is the largest number of handlers running at once (at least 1).
+func New(parent context.Context, limit int) *Pool {
+	limit = max(limit, 1)
+	ctx, cancel := context.WithCancel(parent)
+	p := &Pool{ctx: ctx, cancel: cancel, limit: limit, notify: make(chan struct{}, 1)}
+	p.g.SetLimit(limit) // a safety net: workers never exceeds limit
+	return p
+}
+
+// Outstanding is the number of calls accepted whose reply Next has not
+// returned yet.
+func (p *Pool) Outstanding() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.outstanding
+}
+
+// Go accepts a call and runs job in a worker goroutine, now or when one is
+// free. It never blocks.
+func (p *Pool) Go(id uint32, job Job) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.outstanding++
+	if p.workers >= p.limit {
+		p.backlog = append(p.backlog, queued{id, job})
+		p.mu.Unlock()
+		return
+	}
+	p.workers++
+	p.mu.Unlock()
+	p.g.Go(func() error {
+		p.work(queued{id, job})
+		return nil
+	})
+}
+
+// Done accepts a call that is already answered (no goroutine).
+func (p *Pool) Done(r Reply) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.outstanding++
+	p.replies = append(p.replies, r)
+	p.wake()
+}
+
+func (p *Pool) wake() {
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Pool) work(q queued) {
+	for {
+		data, isErr := run(p.ctx, q.job)
+		p.mu.Lock()
+		if !p.closed {
+			p.replies = append(p.replies, Reply{ID: q.id, Data: data, IsError: isErr})
+			p.wake()
+		}
+		if p.closed || p.head == len(p.backlog) {
+			p.workers--
+			p.backlog, p.head = p.backlog[:0], 0
+			p.mu.Unlock()
+			return
+		}
+		q = p.backlog[p.head]
+		p.backlog[p.head] = queued{}
+		p.head++
+		p.mu.Unlock()
+	}
+}
+
+func run(ctx context.Context, job Job) (data []byte, isErr bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			data, isErr = fmt.Appendf(nil, "kafig: RPC handler panicked: %v", r), true
+		}
+	}()
+	return job(ctx)
+}
+
+// Next returns the next reply, waiting for one when none is ready. It
+// returns ErrIdle when nothing is outstanding, ctx.Err() when ctx ends and
+// ErrInterrupted when stop closes.
+func (p *Pool) Next(ctx context.Context, stop <-chan struct{}) (Reply, error) {
+	for {
+		p.mu.Lock()
+		if len(p.replies) > 0 {
+			r := p.replies[0]
+			p.replies[0] = Reply{}
+			p.replies = p.replies[1:]
+			p.outstanding--
+			p.mu.Unlock()
+			return r, nil
+		}
+		idle := p.outstanding == 0
+		p.mu.Unlock()
+		if idle {
+			return Reply{}, ErrIdle
+		}
+		select {
+		case <-p.notify:
+		case <-ctx.Done():
+			return Reply{}, ctx.Err()
+		case <-stop:
+			return Reply{}, ErrInterrupted
+		}
+	}
+}
+
+// Close drops the backlog and the replies not taken, cancels the handlers'
+// context and waits for every running handler to return. It is safe to call
+// more than once.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	clear(p.backlog)
+	p.backlog, p.head = nil, 0
+	p.replies = nil
+	p.outstanding = 0
+	p.mu.Unlock()
+	p.cancel()
+	_ = p.g.Wait()
+}

@@ -1,0 +1,54 @@
+package kafig
+
+import "errors"
+
+// errBackstop is the stop reason when the interrupt callback, asked by the
+// monitor, said stop.
+var errBackstop = errors.New("kafig: interrupt callback said stop while the guest did not poll")
+
+// watch is the backstop for one instance, called by the runtime's monitor
+// goroutine about every monitorTick while a guest call runs. The guest polls
+// the interrupt import every abi.InterruptInterval poll points, normally
+// well under a millisecond apart; a guest that has not polled for a while
+// is inside a builtin that does not poll (or is very slow), and only a stop
+// from outside can end it. That kills the instance, so the monitor only
+// does it when a poll would have said stop:
+//
+//   - the call's context ended and the guest has not polled for ctxStale;
+//   - the guest has not polled for pollStale and the interrupt callback,
+//     asked with the current CPU time estimate, says stop.
+//
+// Time inside RPC handlers is not watched (the handler owns that time).
+// runMu is held from the decision to the Stop, so that only the call that
+// was judged is stopped.
+func (in *Instance) watch() {
+	in.runMu.Lock()
+	defer in.runMu.Unlock()
+	if !in.running.Load() || in.stopped || in.inHost.Load() || in.runCtx == nil {
+		return
+	}
+	now := nanotime()
+	idle := now - in.lastPoll.Load()
+	if err := in.runCtx.Err(); err != nil {
+		if idle >= int64(ctxStale) {
+			in.stopLocked(err)
+		}
+		return
+	}
+	cb := in.cfg.interrupt
+	if cb == nil || idle < int64(pollStale) {
+		return
+	}
+	cpu := in.cpuNanos.Load() + now - in.callStart - in.hostNanos.Load()
+	if in.askInterrupt(cb, in.opcodes.Load(), cpu) {
+		in.stopLocked(errBackstop)
+	}
+}
+
+// stopLocked ends the running call from outside; runMu is held.
+func (in *Instance) stopLocked(reason error) {
+	in.stopped = true
+	in.stopReason = reason
+	in.rt.log.Debug("kafig: stopping a guest call from outside", "reason", reason)
+	in.bi.Stop()
+}

@@ -1,0 +1,293 @@
+package kafig
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kafig-dev/kafig/abi"
+	"github.com/kafig-dev/kafig/kafig/backend"
+	"github.com/kafig-dev/kafig/kafig/internal/seal"
+	"github.com/kafig-dev/kafig/kafig/internal/wasmfile"
+)
+
+// Runtime is a compiled guest and the defaults for its instances.
+//
+// # Notes
+//   - A Runtime is safe for concurrent use: many goroutines may create
+//     instances and compile at once.
+//   - Close closes every instance the runtime made.
+//   - Each Runtime runs one monitor goroutine (the backstop of
+//     WithInterruptCallback and of eval contexts); Close stops it.
+type Runtime struct {
+	backend      backend.Backend
+	mod          backend.Module
+	cfg          runtimeConfig
+	log          *slog.Logger
+	sealer       *seal.Sealer
+	initialPages uint32
+	stackLimit   uint32
+
+	mu        sync.Mutex
+	closed    bool
+	instances map[*Instance]struct{}
+
+	compileSem  chan struct{} // guards compileInst
+	compileInst *Instance
+
+	monitorStop chan struct{}
+	monitorDone chan struct{}
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// New compiles the guest with backend b and returns a Runtime.
+//
+// # Notes
+//   - A nil b returns an error wrapping ErrNoBackend; invalid options one
+//     wrapping ErrInvalidOption; a guest that is not a kafig guest of this
+//     ABI version one wrapping ErrBadGuest.
+//   - With WithPrelude, New creates a throwaway instance to check the
+//     prelude and returns its *JsError if it fails.
+//   - Close the Runtime when done with it.
+func New(ctx context.Context, b backend.Backend, opts ...Option) (*Runtime, error) {
+	if b == nil {
+		return nil, ErrNoBackend
+	}
+	cfg := defaultRuntimeConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.applyRuntime(&cfg)
+		}
+	}
+	minPages, _, _, err := wasmfile.Memory([]byte(cfg.wasm))
+	if err != nil {
+		return nil, wrap(ErrBadGuest, err.Error())
+	}
+	if err := cfg.validate(minPages); err != nil {
+		return nil, err
+	}
+	sealer, err := seal.New(cfg.key, sha256.Sum256([]byte(cfg.wasm)))
+	if err != nil {
+		return nil, wrap(ErrInvalidOption, "WithBytecodeKey: "+err.Error())
+	}
+	mod, err := b.Compile(ctx, []byte(cfg.wasm))
+	if err != nil {
+		return nil, join(wrap(ErrBadGuest, b.Name()+" could not compile the guest"), err)
+	}
+	rt := &Runtime{
+		backend:      b,
+		mod:          mod,
+		cfg:          cfg,
+		log:          cfg.logger,
+		sealer:       sealer,
+		initialPages: minPages,
+		stackLimit:   abi.DefaultJSStack,
+		instances:    make(map[*Instance]struct{}),
+		compileSem:   make(chan struct{}, 1),
+		monitorStop:  make(chan struct{}),
+		monitorDone:  make(chan struct{}),
+	}
+	if sa, ok := b.(backend.StackAdvisor); ok {
+		if l := sa.JSStackLimit(); l > 0 {
+			rt.stackLimit = min(l, abi.MaxJSStack)
+		}
+	}
+	go rt.monitor()
+
+	// Check the guest (ABI version, exchange area) and the prelude once, so
+	// that New fails rather than every Instance.
+	probe, err := rt.Instance(ctx)
+	if err != nil {
+		_ = rt.Close(ctx)
+		return nil, err
+	}
+	_ = probe.Close(ctx)
+	rt.log.Debug("kafig: runtime ready", "backend", b.Name(), "initial_pages", minPages, "js_stack", rt.stackLimit)
+	return rt, nil
+}
+
+// Instance creates an instance: a fresh guest with its own linear memory and
+// JS heap, with the prelude evaluated.
+//
+// # Notes
+//   - Safe for concurrent use. Close the instance when done with it, or
+//     close the Runtime.
+//   - Invalid options return one error wrapping ErrInvalidOption; a closed
+//     runtime returns ErrClosed.
+func (rt *Runtime) Instance(ctx context.Context, opts ...InstanceOption) (*Instance, error) {
+	if rt == nil {
+		return nil, ErrClosed
+	}
+	var cfg instanceConfig
+	for _, o := range opts {
+		if o != nil {
+			o.applyInstance(&cfg)
+		}
+	}
+	return rt.newInstance(ctx, cfg)
+}
+
+func (rt *Runtime) newInstance(ctx context.Context, cfg instanceConfig) (*Instance, error) {
+	if err := cfg.validate(rt.initialPages); err != nil {
+		return nil, err
+	}
+	if !cfg.hasPages && rt.cfg.hasPages {
+		cfg.pages, cfg.hasPages = rt.cfg.pages, true
+	}
+	rt.mu.Lock()
+	closed := rt.closed
+	rt.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	in, err := newInstance(ctx, rt, cfg)
+	if err != nil {
+		return nil, err
+	}
+	rt.mu.Lock()
+	if rt.closed {
+		rt.mu.Unlock()
+		_ = in.closeBackend(ctx)
+		return nil, ErrClosed
+	}
+	rt.instances[in] = struct{}{}
+	rt.mu.Unlock()
+
+	if rt.cfg.hasPrelude && !cfg.internalCompile {
+		if err := in.acquire(ctx); err != nil {
+			_ = in.Close(ctx)
+			return nil, err
+		}
+		_, err := in.eval(rt.cfg.prelude+"\n;undefined", evalConfig{})
+		in.resetStats()
+		in.release()
+		if err != nil {
+			_ = in.Close(ctx)
+			return nil, err
+		}
+	}
+	rt.log.Debug("kafig: instance created", "pages_limit", cfg.pages, "js_memory_limit", cfg.jsMemory)
+	return in, nil
+}
+
+func (rt *Runtime) forget(in *Instance) {
+	rt.mu.Lock()
+	delete(rt.instances, in)
+	rt.mu.Unlock()
+}
+
+// Compile compiles src to bytecode for Instance.EvalCompiled, which then
+// skips parsing.
+//
+// # Notes
+//   - The bytecode is sealed with a MAC (see WithBytecodeKey): any instance
+//     of this runtime, or of a runtime with the same key and guest build,
+//     accepts it; anything else is refused with ErrBadBytecode.
+//   - A SyntaxError is returned as a *JsError.
+//   - Safe for concurrent use; compilations are serialized on one internal
+//     instance per runtime, created on first use.
+func (rt *Runtime) Compile(ctx context.Context, src string) ([]byte, error) {
+	if rt == nil {
+		return nil, ErrClosed
+	}
+	select {
+	case rt.compileSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctxError(ctx.Err(), "context ended while waiting to compile")
+	}
+	defer func() { <-rt.compileSem }()
+	if rt.compileInst == nil || rt.compileInst.dead.Load() {
+		if rt.compileInst != nil {
+			_ = rt.compileInst.Close(ctx)
+		}
+		in, err := rt.newInstance(ctx, instanceConfig{internalCompile: true})
+		if err != nil {
+			return nil, err
+		}
+		rt.compileInst = in
+	}
+	bc, err := rt.compileInst.compile(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return rt.sealer.Seal(bc), nil
+}
+
+// Close closes every instance of the runtime, stops its monitor and frees
+// the compiled guest.
+//
+// # Notes
+//   - Safe on a nil or closed Runtime and with a done ctx; later calls
+//     return the first call's result.
+//   - Calls running in its instances end with ErrClosed.
+func (rt *Runtime) Close(ctx context.Context) error {
+	if rt == nil {
+		return nil
+	}
+	rt.closeOnce.Do(func() { rt.closeErr = rt.close(context.WithoutCancel(ctx)) })
+	return rt.closeErr
+}
+
+func (rt *Runtime) close(ctx context.Context) error {
+	rt.mu.Lock()
+	rt.closed = true
+	all := make([]*Instance, 0, len(rt.instances))
+	for in := range rt.instances {
+		all = append(all, in)
+	}
+	rt.mu.Unlock()
+
+	var errs []error
+	for _, in := range all {
+		if err := in.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	close(rt.monitorStop)
+	<-rt.monitorDone
+	if err := rt.mod.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	rt.log.Debug("kafig: runtime closed", "instances_closed", len(all))
+	return errors.Join(errs...)
+}
+
+// The backstop (see Instance.watch): every monitorTick the monitor looks at
+// the instances with a guest call running. One whose context ended and that
+// has not polled for ctxStale, or that has not polled for pollStale while its
+// interrupt callback says stop, is stopped from outside.
+const (
+	monitorTick = 50 * time.Millisecond
+	pollStale   = 200 * time.Millisecond
+	ctxStale    = 100 * time.Millisecond
+)
+
+func (rt *Runtime) monitor() {
+	defer close(rt.monitorDone)
+	t := time.NewTicker(monitorTick)
+	defer t.Stop()
+	var batch []*Instance
+	for {
+		select {
+		case <-rt.monitorStop:
+			return
+		case <-t.C:
+		}
+		batch = batch[:0]
+		rt.mu.Lock()
+		for in := range rt.instances {
+			if in.running.Load() {
+				batch = append(batch, in)
+			}
+		}
+		rt.mu.Unlock()
+		for _, in := range batch {
+			in.watch()
+		}
+		clear(batch)
+	}
+}
