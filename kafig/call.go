@@ -91,14 +91,18 @@ func (in *Instance) setArgs(args ...uint64) {
 
 // place returns where an input of n bytes goes: the exchange data area, or
 // a guest allocation (allocated) that free releases.
+//
+// The guest writes a NUL after every input it is given (ptr+n must be
+// inside memory too), so an input must leave one byte: the data area takes
+// at most ExchangeDataSize-1 bytes and allocations are one byte larger.
 func (in *Instance) place(n int) (p exchange.Ptr, allocated bool, err error) {
-	if n <= abi.ExchangeDataSize {
+	if n < abi.ExchangeDataSize {
 		return in.x.Data(), false, nil
 	}
-	if uint64(n) > 0x7fffffff {
+	if uint64(n) >= 0x7fffffff {
 		return 0, false, wrap(ErrInvalidSource, "input larger than 2 GiB")
 	}
-	in.stack[0] = uint64(n)
+	in.stack[0] = uint64(n + 1)
 	if err := in.call(abi.ExportAlloc); err != nil {
 		return 0, false, in.callError(err)
 	}
@@ -106,7 +110,7 @@ func (in *Instance) place(n int) (p exchange.Ptr, allocated bool, err error) {
 	if p == 0 {
 		return 0, false, &RuntimeError{Code: CodeMemoryLimitExceeded, Message: "no guest memory for an input of " + itoa(uint64(n)) + " bytes"}
 	}
-	if _, ok := in.mem.Read(uint32(p), uint32(n)); !ok {
+	if _, ok := in.mem.Read(uint32(p), uint32(n+1)); !ok {
 		return 0, false, &RuntimeError{Code: CodeRuntimeError, Message: "kafig_alloc returned a range outside memory", Err: ErrBadGuest}
 	}
 	return p, true, nil
@@ -209,7 +213,7 @@ func (in *Instance) settleLoop(st abi.Status) (abi.Status, error) {
 			return 0, ctxError(err, "context ended while waiting for RPC replies")
 		}
 		data, isErr := r.Data, r.IsError
-		if len(data) > abi.ExchangeDataSize && uint64(len(data)) > in.memLimit {
+		if len(data) >= abi.ExchangeDataSize && uint64(len(data)) >= in.memLimit {
 			data, isErr = []byte("kafig: RPC reply larger than the instance's memory limit"), true
 		}
 		p, allocated, err := in.place(len(data))

@@ -239,13 +239,13 @@ func (fi *fakeInstance) call(_ context.Context, fn abi.Export, stack []uint64) e
 		fi.putU64(abi.ExchHeapUsed, 1000)
 		stack[0] = uint64(abi.StatusOK)
 	case abi.ExportEval:
-		src, ok := fi.mem.Read(uint32(stack[0]), uint32(stack[1]))
+		src, ok := fi.input(uint32(stack[0]), uint32(stack[1]))
 		if !ok {
 			return fi.finish(stack, abi.StatusBadInput, "source outside memory")
 		}
 		return fi.run(stack, string(src), stack[2]&abi.FlagAsync != 0, "null")
 	case abi.ExportCompile:
-		src, ok := fi.mem.Read(uint32(stack[0]), uint32(stack[1]))
+		src, ok := fi.input(uint32(stack[0]), uint32(stack[1]))
 		if !ok {
 			return fi.finish(stack, abi.StatusBadInput, "source outside memory")
 		}
@@ -254,15 +254,19 @@ func (fi *fakeInstance) call(_ context.Context, fn abi.Export, stack []uint64) e
 		}
 		return fi.finish(stack, abi.StatusOK, "BC1:"+string(src))
 	case abi.ExportEvalBytecode:
-		bc, ok := fi.mem.Read(uint32(stack[0]), uint32(stack[1]))
+		bc, ok := fi.input(uint32(stack[0]), uint32(stack[1]))
 		if !ok || !strings.HasPrefix(string(bc), "BC1:") {
 			return fi.finish(stack, abi.StatusRuntimeError, "unreadable bytecode")
 		}
 		return fi.run(stack, string(bc[4:]), stack[2]&abi.FlagAsync != 0, "null")
 	case abi.ExportDispatch:
 		ptr, nameLen, paramsLen := uint32(stack[0]), uint32(stack[1]), uint32(stack[2])
-		name, ok1 := fi.mem.Read(ptr, nameLen)
-		params, ok2 := fi.mem.Read(ptr+nameLen, paramsLen)
+		all, ok1 := fi.input(ptr, nameLen+paramsLen)
+		ok2 := ok1
+		var name, params []byte
+		if ok1 {
+			name, params = all[:nameLen], all[nameLen:]
+		}
 		if !ok1 || !ok2 {
 			return fi.finish(stack, abi.StatusBadInput, "range outside memory")
 		}
@@ -274,7 +278,7 @@ func (fi *fakeInstance) call(_ context.Context, fn abi.Export, stack []uint64) e
 		return fi.run(stack, script, stack[3]&abi.FlagAsync != 0, string(params))
 	case abi.ExportRPCSettle:
 		id, ptr, n, isErr := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), stack[3]
-		data, ok := fi.mem.Read(ptr, n)
+		data, ok := fi.input(ptr, n)
 		if !ok || fi.op == nil {
 			return fi.finish(stack, abi.StatusRuntimeError, "bad settle")
 		}
@@ -297,6 +301,24 @@ func (fi *fakeInstance) call(_ context.Context, fn abi.Export, stack []uint64) e
 func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// input checks an input range as the real guest does (it writes a NUL
+// after it) and refuses one that would overflow the data area.
+func (fi *fakeInstance) input(ptr, n uint32) ([]byte, bool) {
+	if ptr == 0 {
+		return nil, false
+	}
+	data := uint32(fakeX + abi.ExchHeaderSize)
+	if ptr >= data && ptr < data+abi.ExchangeDataSize && uint64(ptr)+uint64(n)+1 > uint64(data)+abi.ExchangeDataSize {
+		return nil, false
+	}
+	b, ok := fi.mem.Read(ptr, n+1)
+	if !ok {
+		return nil, false
+	}
+	b[n] = 0
+	return b[:n], true
 }
 
 func (fi *fakeInstance) alloc(n uint32) uint32 {
@@ -422,7 +444,7 @@ func (fi *fakeInstance) run(stack []uint64, src string, async bool, params strin
 		fi.cfg.Imports[abi.ImportRPCSync](context.Background(), fi.mem, s)
 		st, n := uint32(s[0]>>32), uint32(s[0])
 		var reply []byte
-		if n <= abi.ExchangeDataSize {
+		if n < abi.ExchangeDataSize {
 			reply = append(reply, fi.mem.b[fakeX+abi.ExchHeaderSize:][:n]...)
 		} else {
 			dst := fi.alloc(n)

@@ -70,8 +70,11 @@ func (in *Instance) hostRPCSync(_ context.Context, mem backend.Memory, stack []u
 			reply, isErr = in.runInline(h, string(method), fallback, params)
 		}
 	}
+	// A reply shorter than the data area is there already (the guest adds
+	// a NUL after it, so it must leave one byte); a longer one the guest
+	// fetches with rpc_sync_take.
 	in.syncReply = nil
-	if len(reply) <= abi.ExchangeDataSize {
+	if len(reply) < abi.ExchangeDataSize {
 		exchange.Write(mem, in.x.Data(), reply)
 	} else {
 		in.syncReply = reply

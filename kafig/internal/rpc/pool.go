@@ -128,7 +128,8 @@ func (p *Pool) work(q queued) {
 			p.replies = append(p.replies, Reply{ID: q.id, Data: data, IsError: isErr})
 			p.wake()
 		}
-		if p.closed || p.head == len(p.backlog) {
+		// A done context drops the backlog: its calls would only see ctx.Err.
+		if p.closed || p.head == len(p.backlog) || p.ctx.Err() != nil {
 			p.workers--
 			p.backlog, p.head = p.backlog[:0], 0
 			p.mu.Unlock()

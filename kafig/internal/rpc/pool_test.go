@@ -1,0 +1,108 @@
+package rpc
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRepliesInArrivalOrder(t *testing.T) {
+	p := New(context.Background(), 4)
+	defer p.Close()
+	p.Done(Reply{ID: 1, Data: []byte("a")})
+	release := make(chan struct{})
+	p.Go(2, func(context.Context) ([]byte, bool) { <-release; return []byte("b"), false })
+	p.Go(3, func(context.Context) ([]byte, bool) { return []byte("c"), true })
+	assert.Equal(t, 3, p.Outstanding())
+
+	r, err := p.Next(context.Background(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(1), r.ID)
+	r, err = p.Next(context.Background(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, Reply{ID: 3, Data: []byte("c"), IsError: true}, r)
+	close(release)
+	r, err = p.Next(context.Background(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(2), r.ID)
+	_, err = p.Next(context.Background(), nil)
+	assert.ErrorIs(t, err, ErrIdle)
+}
+
+func TestLimitAndBacklog(t *testing.T) {
+	p := New(context.Background(), 2)
+	defer p.Close()
+	var running, peak atomic.Int32
+	for i := 0; i < 50; i++ {
+		p.Go(uint32(i), func(context.Context) ([]byte, bool) {
+			n := running.Add(1)
+			for {
+				o := peak.Load()
+				if n <= o || peak.CompareAndSwap(o, n) {
+					break
+				}
+			}
+			time.Sleep(time.Millisecond)
+			running.Add(-1)
+			return nil, false
+		})
+	}
+	seen := map[uint32]bool{}
+	for i := 0; i < 50; i++ {
+		r, err := p.Next(context.Background(), nil)
+		require.NoError(t, err)
+		seen[r.ID] = true
+	}
+	assert.Len(t, seen, 50)
+	assert.LessOrEqual(t, peak.Load(), int32(2))
+}
+
+func TestPanicBecomesError(t *testing.T) {
+	p := New(context.Background(), 1)
+	defer p.Close()
+	p.Go(7, func(context.Context) ([]byte, bool) { panic("boom") })
+	r, err := p.Next(context.Background(), nil)
+	require.NoError(t, err)
+	assert.True(t, r.IsError)
+	assert.Contains(t, string(r.Data), "boom")
+}
+
+func TestNextStops(t *testing.T) {
+	p := New(context.Background(), 1)
+	p.Go(1, func(ctx context.Context) ([]byte, bool) { <-ctx.Done(); return nil, true })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_, err := p.Next(ctx, nil)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	stop := make(chan struct{})
+	close(stop)
+	_, err = p.Next(context.Background(), stop)
+	assert.ErrorIs(t, err, ErrInterrupted)
+	p.Close() // cancels and waits for the handler
+	p.Close()
+	p.Go(2, func(context.Context) ([]byte, bool) { t.Error("ran after Close"); return nil, false })
+	p.Done(Reply{ID: 3})
+	assert.Zero(t, p.Outstanding())
+}
+
+func TestCloseCancelsHandlersAndDropsBacklog(t *testing.T) {
+	p := New(context.Background(), 1)
+	var ran atomic.Int32
+	for i := 0; i < 10; i++ {
+		p.Go(uint32(i), func(ctx context.Context) ([]byte, bool) {
+			ran.Add(1)
+			<-ctx.Done()
+			return nil, true
+		})
+	}
+	time.Sleep(5 * time.Millisecond)
+	p.Close()
+	assert.Equal(t, int32(1), ran.Load())
+}
