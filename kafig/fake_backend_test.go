@@ -39,7 +39,6 @@ type fakeBackend struct {
 	dataCap        uint32
 	compileErr     error
 	instantiateErr error
-	stackLimit     uint32
 	rejectLimits   bool
 
 	mu        sync.Mutex

@@ -371,7 +371,7 @@ func evalOptions(opts []EvalOption) evalConfig {
 	var ec evalConfig
 	for _, o := range opts {
 		if o != nil {
-			o.applyEval(&ec)
+			ec = o.applyEval(ec)
 		}
 	}
 	return ec

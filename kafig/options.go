@@ -39,7 +39,7 @@ type SharedOption interface {
 // EvalOption configures one Instance.Eval, Instance.EvalCompiled or
 // Instance.DispatchEvent call.
 type EvalOption interface {
-	applyEval(*evalConfig)
+	applyEval(evalConfig) evalConfig // by value: no allocation per call
 }
 
 // Defaults and bounds of the options.
@@ -333,7 +333,10 @@ type evalConfig struct {
 
 type asyncOption struct{}
 
-func (asyncOption) applyEval(c *evalConfig) { c.async = true }
+func (asyncOption) applyEval(c evalConfig) evalConfig {
+	c.async = true
+	return c
+}
 
 // WithAsync runs the operation asynchronously: top-level await is enabled,
 // a promise result is awaited, the microtask queue is drained and host.rpc

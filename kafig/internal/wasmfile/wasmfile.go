@@ -91,6 +91,15 @@ func (r *reader) name() bool {
 	return ok && r.skip(n)
 }
 
+func (r *reader) names(n int) bool {
+	for range n {
+		if !r.name() {
+			return false
+		}
+	}
+	return true
+}
+
 func (r *reader) limits() (minPages, maxPages uint32, hasMax bool, err error) {
 	flags, ok := r.byte()
 	if !ok || flags&^0x03 != 0 { // no memory64, no custom page sizes
@@ -115,7 +124,7 @@ func (r *reader) memoryImport() (minPages, maxPages uint32, hasMax, found bool, 
 		return 0, 0, false, false, errMalformed
 	}
 	for i := uint32(0); i < n; i++ {
-		if !r.name() || !r.name() {
+		if !r.names(2) { // module and field
 			return 0, 0, false, false, errMalformed
 		}
 		kind, ok := r.byte()
