@@ -158,7 +158,7 @@ func (in *Instance) hostRejection(_ context.Context, mem backend.Memory, stack [
 func (in *Instance) runInline(h RPCHandler, method string, fallback bool, params []byte) ([]byte, bool) {
 	start := nanotime()
 	in.inHost.Store(true)
-	data, isErr := in.runHandler(in.ctx, h, method, fallback, params)
+	data, isErr := in.runHandler(orBackground(in.ctx), h, method, fallback, params)
 	in.leaveHost(start)
 	return data, isErr
 }

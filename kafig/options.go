@@ -240,7 +240,8 @@ func WithRouter(r *RPCRouter) InstanceOption {
 //     the call is ended from outside and the instance is dead
 //     (ErrInstanceDead).
 //   - fn is never called concurrently with itself for one instance, but may
-//     be called from the monitor goroutine. It must be quick.
+//     be called from the monitor goroutine. It must be quick. A panic in it
+//     counts as "stop".
 //   - Default: none (only the context bounds an eval).
 func WithInterruptCallback(fn func(opcodes, cpuTimeUs uint64) bool) InstanceOption {
 	return instanceOptionFunc(func(c *instanceConfig) { c.interrupt = fn })
@@ -251,7 +252,8 @@ func WithInterruptCallback(fn func(opcodes, cpuTimeUs uint64) bool) InstanceOpti
 //
 // # Notes
 //   - Returning true ends the operation with CodeCPULimitExceeded.
-//   - It runs on the goroutine of the eval, inside the guest call.
+//   - It runs on the goroutine of the eval, inside the guest call. A panic
+//     in it is recovered and counts as "go on".
 //   - Default: rejections are ignored.
 func WithPromiseRejectionHandler(fn func(*JsError) bool) InstanceOption {
 	return instanceOptionFunc(func(c *instanceConfig) { c.rejection = fn })

@@ -13,9 +13,10 @@ import (
 // passed (null when it passed nothing) and the result must be JSON.
 //
 // # Notes
-//   - ctx is derived from the context of the eval or dispatch that made the
-//     call; it is cancelled when that operation ends. Handlers must return
-//     when it is done: the operation waits for them.
+//   - ctx is the context of the eval or dispatch that made the call (for a
+//     handler running in a goroutine, a context derived from it that is
+//     cancelled when the operation ends). Handlers must return when it is
+//     done: the operation, and Instance.Close, wait for them.
 //   - An error, a panic or a result that is not valid JSON makes the JS call
 //     fail (host.rpcSync throws, the host.rpc promise rejects) with an Error
 //     whose message is the error's text; the instance stays usable.
