@@ -90,7 +90,7 @@ return result;
 	fmt.Printf("opcodes: %d, cpu: %d us\n", stats.Opcodes, stats.CPUTimeUs)
 	inst.ResetExecutionStats(ctx)
 
-	result, err = inst.Eval(ctx, `null.foo`, kafig.WithAsync())
+	_, err = inst.Eval(ctx, `null.foo`, kafig.WithAsync())
 	if err != nil {
 		switch e := err.(type) {
 		case *kafig.JsError:
