@@ -1,6 +1,6 @@
 module github.com/kafig-dev/kafig/kafig
 
-go 1.25
+go 1.25.0
 
 require (
 	github.com/kafig-dev/kafig/abi v0.0.0 // the ABI contract
@@ -9,6 +9,8 @@ require (
 	go.uber.org/goleak v1.3.0 // tests: no goroutine outlives a test
 	golang.org/x/sync v0.19.0 // the async RPC pool (errgroup.SetLimit)
 )
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect; tests (testify)
 
 replace (
 	github.com/kafig-dev/kafig/abi => ../abi

@@ -21,7 +21,10 @@ import (
 //     instances and compile at once.
 //   - Close closes every instance the runtime made.
 //   - Each Runtime runs one monitor goroutine (the backstop of
-//     WithInterruptCallback and of eval contexts); Close stops it.
+//     WithInterruptCallback and of eval contexts); Close stops it, so a
+//     Runtime that is not closed leaks that goroutine.
+//   - New compiles the guest, which is slow with some backends: create a
+//     Runtime once and share it.
 type Runtime struct {
 	backend      backend.Backend
 	mod          backend.Module
@@ -76,6 +79,9 @@ func New(ctx context.Context, b backend.Backend, opts ...Option) (*Runtime, erro
 	}
 	mod, err := b.Compile(ctx, []byte(cfg.wasm))
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, join(cerr, err)
+		}
 		return nil, join(wrap(ErrBadGuest, b.Name()+" could not compile the guest"), err)
 	}
 	rt := &Runtime{
