@@ -1,3 +1,13 @@
 module github.com/kafig-dev/kafig/guest
 
-go 1.25
+go 1.25.0
+
+require (
+	github.com/kafig-dev/kafig/abi v0.0.0 // tests: the ABI the guest must honour
+	github.com/stretchr/testify v1.11.1 // tests
+	github.com/tetratelabs/wazero v1.12.0 // tests: run the guest
+)
+
+require golang.org/x/sys v0.44.0 // indirect
+
+replace github.com/kafig-dev/kafig/abi => ../abi
