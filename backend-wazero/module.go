@@ -1,0 +1,283 @@
+package wazerobackend
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/kafig-dev/kafig/abi"
+	"github.com/kafig-dev/kafig/backend-wazero/internal/mmapalloc"
+	"github.com/kafig-dev/kafig/kafig/backend"
+)
+
+var wasmMagic = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
+
+// module is a compiled guest and the wazero.Runtime it lives in.
+type module struct {
+	r        wazero.Runtime
+	cm       wazero.CompiledModule
+	modCfg   wazero.ModuleConfig
+	backstop bool
+	minPages uint32 // the guest's initial memory size
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func badModule(format string, args ...any) error {
+	return fmt.Errorf("%w: wazero: "+format, append([]any{backend.ErrBadModule}, args...)...)
+}
+
+func compile(ctx context.Context, wasm []byte, cache wazero.CompilationCache, backstop bool) (_ *module, err error) {
+	switch {
+	case len(wasm) == 0:
+		return nil, badModule("empty module")
+	case len(wasm) < len(wasmMagic) || !bytes.Equal(wasm[:len(wasmMagic)], wasmMagic):
+		return nil, badModule("not a WebAssembly 1.0 binary (bad header)")
+	}
+
+	// NewRuntimeConfig is the compiler wherever wazero supports it (it also
+	// checks at run time that executable memory can be mapped), and the
+	// interpreter elsewhere.
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(backstop)
+	if cache != nil {
+		rc = rc.WithCompilationCache(cache)
+	}
+	r := wazero.NewRuntimeWithConfig(ctx, rc)
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("kafig: wazero: compile: panic: %v", p)
+		}
+		if err != nil {
+			_ = r.Close(ctx)
+		}
+	}()
+
+	// Closed with the runtime.
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+		return nil, fmt.Errorf("kafig: wazero: instantiate WASI: %w", err)
+	}
+
+	hb := r.NewHostModuleBuilder(abi.ImportModule)
+	for i := range abi.ImportCount {
+		imp := abi.Import(i)
+		sig := imp.Signature()
+		hb.NewFunctionBuilder().
+			WithGoModuleFunction(hostFunc(imp, backstop), valueTypes(sig.Params), valueTypes(sig.Results)).
+			WithName(imp.Name()).
+			Export(imp.Name())
+	}
+	if _, err := hb.Instantiate(ctx); err != nil {
+		return nil, fmt.Errorf("kafig: wazero: instantiate %s: %w", abi.ImportModule, err)
+	}
+
+	cm, err := r.CompileModule(ctx, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("%w: wazero: %w", backend.ErrBadModule, err)
+	}
+	m := &module{r: r, cm: cm, backstop: backstop}
+	if err := m.checkImports(wasm); err != nil {
+		return nil, err
+	}
+	if err := m.checkExports(); err != nil {
+		return nil, err
+	}
+	m.modCfg = wazero.NewModuleConfig().
+		WithName("").         // anonymous: instantiable many times, whatever the name section says
+		WithStartFunctions(). // Wizer ran the initializer already
+		WithSysWalltime().
+		WithSysNanotime().
+		WithRandSource(rand.Reader).
+		WithStdout(io.Discard).
+		WithStderr(io.Discard)
+	return m, nil
+}
+
+func valueTypes(ts []abi.ValType) []api.ValueType {
+	out := make([]api.ValueType, len(ts))
+	for i, t := range ts {
+		switch t {
+		case abi.I32:
+			out[i] = api.ValueTypeI32
+		case abi.I64:
+			out[i] = api.ValueTypeI64
+		default:
+			panic(fmt.Sprintf("kafig: wazero: abi value type %d", t))
+		}
+	}
+	return out
+}
+
+func sigString(params, results []api.ValueType) string {
+	name := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return "(" + strings.Join(s, ", ") + ")"
+	}
+	return name(params) + " -> " + name(results)
+}
+
+func sameSig(a, b api.FunctionDefinition) bool {
+	return slices.Equal(a.ParamTypes(), b.ParamTypes()) && slices.Equal(a.ResultTypes(), b.ResultTypes())
+}
+
+// checkImports refuses anything but the ABI's env functions and the WASI
+// functions abi.WASIImports lists, with the signatures the host provides.
+func (m *module) checkImports(wasm []byte) error {
+	imports, err := scanImports(wasm)
+	if err != nil {
+		return badModule("reading imports: %v", err)
+	}
+	for _, im := range imports {
+		if im.kind != kindFunc {
+			return badModule("imports %s %s.%s; a kafig guest imports only functions", kindName(im.kind), im.module, im.name)
+		}
+	}
+	if mems := m.cm.ImportedMemories(); len(mems) != 0 {
+		mod, name, _ := mems[0].Import()
+		return badModule("imports memory %s.%s; a kafig guest defines its own", mod, name)
+	}
+	wasi := strings.Fields(abi.WASIImports)
+	for _, def := range m.cm.ImportedFunctions() {
+		modName, name, _ := def.Import()
+		switch {
+		case modName == abi.ImportModule:
+		case modName == abi.WASIModule && slices.Contains(wasi, name):
+		default:
+			return badModule("imports %s.%s, which is not part of the kafig ABI", modName, name)
+		}
+		host := m.r.Module(modName)
+		var want api.FunctionDefinition
+		if host != nil {
+			want = host.ExportedFunctionDefinitions()[name]
+		}
+		if want == nil {
+			return badModule("imports %s.%s, which is not part of the kafig ABI", modName, name)
+		}
+		if !sameSig(def, want) {
+			return badModule("imports %s.%s as %s; the host has %s", modName, name,
+				sigString(def.ParamTypes(), def.ResultTypes()), sigString(want.ParamTypes(), want.ResultTypes()))
+		}
+	}
+	return nil
+}
+
+// checkExports requires every abi export with its exact signature, and an
+// exported memory.
+func (m *module) checkExports() error {
+	defs := m.cm.ExportedFunctions()
+	for i := range abi.ExportCount {
+		e := abi.Export(i)
+		def, ok := defs[e.Name()]
+		if !ok {
+			return badModule("missing export %s", e.Name())
+		}
+		sig := e.Signature()
+		params, results := valueTypes(sig.Params), valueTypes(sig.Results)
+		if !slices.Equal(def.ParamTypes(), params) || !slices.Equal(def.ResultTypes(), results) {
+			return badModule("export %s is %s; the ABI says %s", e.Name(),
+				sigString(def.ParamTypes(), def.ResultTypes()), sigString(params, results))
+		}
+	}
+	mems := m.cm.ExportedMemories()
+	if len(mems) == 0 {
+		return badModule("exports no memory")
+	}
+	for _, def := range mems {
+		m.minPages = def.Min()
+	}
+	return nil
+}
+
+// Instantiate implements backend.Module.
+func (m *module) Instantiate(ctx context.Context, cfg backend.InstanceConfig) (backend.Instance, error) {
+	if m.closed.Load() {
+		return nil, errors.New("kafig: wazero: Instantiate on a closed module")
+	}
+	for i, f := range cfg.Imports {
+		if f == nil {
+			return nil, fmt.Errorf("kafig: wazero: InstanceConfig.Imports[%s] is nil", abi.Import(i).Name())
+		}
+	}
+	if cfg.MaxMemoryPages != 0 && cfg.MaxMemoryPages < m.minPages {
+		return nil, fmt.Errorf("kafig: wazero: the guest starts with %d pages of memory, above MaxMemoryPages (%d)",
+			m.minPages, cfg.MaxMemoryPages)
+	}
+
+	alloc := mmapalloc.New(cfg.MaxMemoryPages)
+	mod, err := m.instantiate(experimental.WithMemoryAllocator(ctx, alloc))
+	lin := alloc.Memory()
+	if err != nil {
+		if lin != nil {
+			if e := lin.Err(); e != nil {
+				err = e
+			}
+			lin.Free()
+			lin.Release()
+		}
+		return nil, err
+	}
+	if lin == nil || mod.Memory() == nil {
+		// The allocator was not used: cannot happen with a memory the module
+		// defines, but never run a guest whose memory is not capped.
+		_ = mod.Close(ctx)
+		if lin != nil {
+			lin.Free()
+			lin.Release()
+		}
+		return nil, errors.New("kafig: wazero: the memory allocator was not used")
+	}
+
+	inst := newInstance(m, mod, lin, &cfg.Imports)
+	var stack [1]uint64
+	err = inst.Call(ctx, abi.ExportABIVersion, stack[:])
+	inst.fns[abi.ExportABIVersion] = nil // rarely called again: do not keep its stack
+	if err == nil && uint32(stack[0]) != abi.Version {
+		err = badModule("the guest's ABI version is %d, the host's %d", uint32(stack[0]), abi.Version)
+	}
+	if err != nil {
+		_ = inst.Close(ctx)
+		return nil, err
+	}
+	return inst, nil
+}
+
+func (m *module) instantiate(ctx context.Context) (mod api.Module, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			mod, err = nil, fmt.Errorf("kafig: wazero: instantiate: panic: %v", p)
+		}
+	}()
+	mod, err = m.r.InstantiateModule(ctx, m.cm, m.modCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kafig: wazero: instantiate: %w", err)
+	}
+	return mod, nil
+}
+
+// Close implements backend.Module. It closes the wazero runtime, and with it
+// any instance still open (their calls fail from then on).
+func (m *module) Close(ctx context.Context) error {
+	m.closeOnce.Do(func() {
+		m.closed.Store(true)
+		if err := m.r.Close(ctx); err != nil {
+			m.closeErr = fmt.Errorf("kafig: wazero: close: %w", err)
+		}
+	})
+	return m.closeErr
+}
