@@ -12,9 +12,6 @@ HERE=$PWD
 
 # ---- pins ----
 QJS_VERSION=2025.04.26
-QJS_DEB=quickjs_${QJS_VERSION}-1
-QJS_ORIG=quickjs_${QJS_VERSION}.orig.tar.xz
-QJS_SHA256=ec81da5b3249ed648dbc7df4a1654988910e66a118d9b71cb63534216efcfbbe
 QJS_CONFIG_VERSION=2025-04-26
 STACK_SIZE=1048576 # must equal abi.GuestStackSize (checked by the guest tests)
 CLANG=clang-19
@@ -26,17 +23,8 @@ OUT=$(cd "$OUT" && pwd)
 
 ./toolchain.sh
 
-# ---- QuickJS source, verified ----
-SRC_CACHE=$HERE/third_party
-mkdir -p "$SRC_CACHE"
-if [ ! -f "$SRC_CACHE/$QJS_ORIG" ]; then
-  (cd "$SRC_CACHE" && apt-get source --download-only "quickjs=${QJS_VERSION}-1" >/dev/null 2>&1)
-fi
-echo "$QJS_SHA256  $SRC_CACHE/$QJS_ORIG" | sha256sum -c --quiet - || {
-  echo "build.sh: $QJS_ORIG does not match the pinned sha256; refusing to build" >&2
-  rm -f "$SRC_CACHE/$QJS_ORIG"
-  exit 1
-}
+# ---- QuickJS source, verified (fetch-quickjs.sh pins the version and hash) ----
+QJS_TARBALL=$(./fetch-quickjs.sh)
 
 # ---- Wizer, pinned by package-lock.json ----
 if [ ! -x node_modules/@bytecodealliance/wizer-linux-x64/wizer ]; then
@@ -47,7 +35,7 @@ WIZER=$HERE/node_modules/@bytecodealliance/wizer-linux-x64/wizer
 # ---- scratch directory, removed on exit ----
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-tar -C "$WORK" -xf "$SRC_CACHE/$QJS_ORIG"
+tar -C "$WORK" -xf "$QJS_TARBALL"
 QJS=$WORK/quickjs-$QJS_VERSION
 for p in patches/*.patch; do
   patch -d "$QJS" -p1 --quiet --no-backup-if-mismatch < "$p"
