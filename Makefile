@@ -12,7 +12,7 @@ SHELL := /bin/bash
 MODULES := abi kafig guest backend-wazero backend-wasmtime conformance bench cmd/kafig
 # only the modules that exist (go.work lists the same set)
 MODS = $(foreach m,$(MODULES),$(if $(wildcard $(m)/go.mod),$(m)))
-STATICCHECK_VERSION := 2025.1.1
+STATICCHECK_VERSION := v0.8.2
 GOTEST_FLAGS ?=
 
 .PHONY: test test-race lint guest guest-check bench bench-smoke example tools
