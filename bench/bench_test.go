@@ -1,0 +1,332 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	closeEngines()
+	os.Exit(code)
+}
+
+// forEngines runs fn as a sub-benchmark per engine, then native (if given)
+// as the "native" sub-benchmark.
+func forEngines(b *testing.B, backstopVariants bool, fn func(*testing.B, engine), nativeFn func(*testing.B)) {
+	for _, e := range enginesFor(backstopVariants) {
+		b.Run(e.Name(), func(b *testing.B) { fn(b, e) })
+	}
+	if nativeFn != nil {
+		b.Run(nativeName, nativeFn)
+	}
+}
+
+// warm returns a live instance that has run one eval.
+func warm(tb testing.TB, e engine) instance {
+	tb.Helper()
+	ctx := context.Background()
+	in, err := e.NewInstance(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = in.Close(ctx) })
+	if _, err := in.Eval(ctx, "1+1"); err != nil {
+		tb.Fatal(err)
+	}
+	return in
+}
+
+// reportNative sets ns/op to the native harness's own measurement of n
+// iterations, which excludes the pipe round trip.
+func reportNative(b *testing.B, d time.Duration, n int) {
+	b.ReportMetric(float64(d.Nanoseconds())/float64(n), "ns/op")
+}
+
+func nativeEval(src string, compiled bool) func(*testing.B) {
+	return func(b *testing.B) {
+		h := native(b)
+		eval := h.Eval
+		if compiled {
+			eval = h.EvalCompiled
+		}
+		d, _, err := eval(src, b.N)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reportNative(b, d, b.N)
+	}
+}
+
+// BenchmarkNewInstance creates instances from a warm Runtime (kafig) or
+// from scratch (goja: a runtime with the host bridge; native: a QuickJS
+// runtime and context with the guest's limits). Instances are closed in
+// batches of 100 with the timer stopped.
+func BenchmarkNewInstance(b *testing.B) {
+	ctx := context.Background()
+	forEngines(b, false, func(b *testing.B, e engine) {
+		warm(b, e) // the Runtime is ready
+		const batch = 100
+		live := make([]instance, 0, batch)
+		closeAll := func() {
+			for _, in := range live {
+				_ = in.Close(ctx)
+			}
+			live = live[:0]
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			in, err := e.NewInstance(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			live = append(live, in)
+			if len(live) == batch {
+				b.StopTimer()
+				closeAll()
+				b.StartTimer()
+			}
+		}
+		b.StopTimer()
+		closeAll()
+	}, func(b *testing.B) {
+		d, err := native(b).NewContexts(b.N)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reportNative(b, d, b.N)
+	})
+}
+
+// BenchmarkEval evaluates 1+1 on a warm instance: the fixed cost of an eval
+// (for kafig: the call into the guest, parsing, the JSON result).
+func BenchmarkEval(b *testing.B) {
+	ctx := context.Background()
+	forEngines(b, true, func(b *testing.B, e engine) {
+		in := warm(b, e)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := in.Eval(ctx, "1+1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}, nativeEval("1+1", false))
+}
+
+// BenchmarkEvalScript evaluates a mid-size script (Script) from source.
+func BenchmarkEvalScript(b *testing.B) {
+	ctx := context.Background()
+	forEngines(b, false, func(b *testing.B, e engine) {
+		in := warm(b, e)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := in.Eval(ctx, Script); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}, nativeEval(Script, false))
+}
+
+// BenchmarkEvalCompiled evaluates the same script from bytecode compiled
+// once (kafig: Runtime.Compile, sealed; goja: goja.Compile; native:
+// JS_WriteObject once, JS_ReadObject + JS_EvalFunction per run).
+func BenchmarkEvalCompiled(b *testing.B) {
+	ctx := context.Background()
+	forEngines(b, false, func(b *testing.B, e engine) {
+		in := warm(b, e)
+		code, err := e.Compile(ctx, Script)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := in.EvalCompiled(ctx, code); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}, nativeEval(Script, true))
+}
+
+// rpcLoop is the number of RPCs per eval in the RPC benchmarks.
+const (
+	rpcSyncLoop  = 1000
+	rpcAsyncLoop = 200
+)
+
+var (
+	rpcSyncSrc = fmt.Sprintf(`(function () {
+  var r = 0;
+  for (var i = 0; i < %d; i++) r += host.rpcSync("echo", {a: 1}).a;
+  return r;
+})()`, rpcSyncLoop)
+	rpcAsyncSrc = fmt.Sprintf(`(async function () {
+  var r = 0;
+  for (var i = 0; i < %d; i++) r += (await host.rpc("aecho", {a: 1})).a;
+  return r;
+})()`, rpcAsyncLoop)
+)
+
+// BenchmarkRPCSync: one eval runs a JS loop of rpcSyncLoop host.rpcSync
+// calls with params {a:1} (the handler returns them); ns/call is the eval's
+// time divided by the count. No native column: native QuickJS has no host
+// bridge to compare.
+func BenchmarkRPCSync(b *testing.B) {
+	ctx := context.Background()
+	want := []byte(strconv.Itoa(rpcSyncLoop))
+	forEngines(b, true, func(b *testing.B, e engine) {
+		in := warm(b, e)
+		b.ReportAllocs()
+		for b.Loop() {
+			res, err := in.Eval(ctx, rpcSyncSrc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !bytes.Equal(res, want) {
+				b.Fatalf("result %s, want %s", res, want)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rpcSyncLoop), "ns/call")
+	}, nil)
+}
+
+// BenchmarkRPCAsync: one async eval awaits rpcAsyncLoop host.rpc calls in
+// a row (each handler runs in a goroutine); ns/call as for RPCSync.
+func BenchmarkRPCAsync(b *testing.B) {
+	ctx := context.Background()
+	want := []byte(strconv.Itoa(rpcAsyncLoop))
+	forEngines(b, false, func(b *testing.B, e engine) {
+		in := warm(b, e)
+		b.ReportAllocs()
+		for b.Loop() {
+			res, err := in.EvalAsync(ctx, rpcAsyncSrc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !bytes.Equal(res, want) {
+				b.Fatalf("result %s, want %s", res, want)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rpcAsyncLoop), "ns/call")
+	}, nil)
+}
+
+// BenchmarkDispatchEvent calls a host.on handler with params {"a":1}.
+func BenchmarkDispatchEvent(b *testing.B) {
+	ctx := context.Background()
+	params := []byte(`{"a":1}`)
+	forEngines(b, false, func(b *testing.B, e engine) {
+		in := warm(b, e)
+		if _, err := in.Eval(ctx, `host.on("tick", function (p) { return p.a + 1; }); undefined`); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			res, err := in.Dispatch(ctx, "tick", params)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if string(res) != "2" {
+				b.Fatalf("result %s, want 2", res)
+			}
+		}
+	}, nil)
+}
+
+// memInstances is the number of live idle instances BenchmarkMemory keeps.
+const memInstances = 1000
+
+// BenchmarkMemory keeps memInstances live idle instances (just created,
+// with the router) and reports the growth of RSS (/proc/self/statm) and of
+// the live Go heap (runtime.MemStats.HeapAlloc after a GC) per instance.
+// native: the RSS growth of the harness for as many QuickJS runtime+context
+// pairs. An op is the creation of all of them.
+func BenchmarkMemory(b *testing.B) {
+	ctx := context.Background()
+	forEngines(b, false, func(b *testing.B, e engine) {
+		warm(b, e)
+		var rssKB, heapKB float64
+		live := make([]instance, 0, memInstances)
+		for range b.N {
+			runtime.GC()
+			debug.FreeOSMemory()
+			rss0 := rss(b)
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			for range memInstances {
+				in, err := e.NewInstance(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				live = append(live, in)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&m1)
+			rss1 := rss(b)
+			rssKB += float64(rss1-rss0) / 1024 / memInstances
+			heapKB += (float64(m1.HeapAlloc) - float64(m0.HeapAlloc)) / 1024 / memInstances
+			b.StopTimer()
+			for _, in := range live {
+				_ = in.Close(ctx)
+			}
+			live = live[:0]
+			b.StartTimer()
+		}
+		b.ReportMetric(rssKB/float64(b.N), "RSS-KB/instance")
+		b.ReportMetric(heapKB/float64(b.N), "heap-KB/instance")
+	}, func(b *testing.B) {
+		h := native(b)
+		var rssKB float64
+		for range b.N {
+			n, err := h.RSSPerContexts(memInstances)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rssKB += float64(n) / 1024 / memInstances
+		}
+		b.ReportMetric(rssKB/float64(b.N), "RSS-KB/instance")
+	})
+}
+
+// rss returns the resident set size of this process in bytes.
+func rss(tb testing.TB) int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		tb.Skipf("no /proc/self/statm: %v", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		tb.Fatalf("statm: %q", b)
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
+}
+
+// BenchmarkCPU runs each of Workloads on every engine, with and without the
+// backends' backstops, on a warm instance.
+func BenchmarkCPU(b *testing.B) {
+	ctx := context.Background()
+	for _, w := range Workloads {
+		b.Run(w.Name, func(b *testing.B) {
+			forEngines(b, true, func(b *testing.B, e engine) {
+				in := warm(b, e)
+				for b.Loop() {
+					if _, err := in.Eval(ctx, w.Source); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}, nativeEval(w.Source, false))
+		})
+	}
+}

@@ -1,0 +1,17 @@
+//go:build cgo
+
+package bench
+
+import (
+	wasmtimebackend "github.com/kafig-dev/kafig/backend-wasmtime"
+	"github.com/kafig-dev/kafig/kafig/backend"
+)
+
+func init() {
+	kafigEngines = append(kafigEngines,
+		&kafigEngine{name: wasmtimeName, newBackend: func() backend.Backend { return wasmtimebackend.New() }},
+		&kafigEngine{name: wasmtimeNoBackstop, newBackend: func() backend.Backend {
+			return wasmtimebackend.New(wasmtimebackend.WithBackstop(false))
+		}},
+	)
+}
