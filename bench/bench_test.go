@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kafig-dev/kafig/bench/internal/nativeqjs"
 )
 
 func TestMain(m *testing.M) {
@@ -45,10 +47,35 @@ func warm(tb testing.TB, e engine) instance {
 	return in
 }
 
-// reportNative sets ns/op to the native harness's own measurement of n
-// iterations, which excludes the pipe round trip.
-func reportNative(b *testing.B, d time.Duration, n int) {
-	b.ReportMetric(float64(d.Nanoseconds())/float64(n), "ns/op")
+// reportNative sets ns/op and cpu-ns/op to the native harness's own
+// measurement of n iterations, which excludes the pipe round trip.
+func reportNative(b *testing.B, t nativeqjs.Timing, n int) {
+	b.ReportMetric(float64(t.Wall.Nanoseconds())/float64(n), "ns/op")
+	b.ReportMetric(float64(t.CPU.Nanoseconds())/float64(n), "cpu-ns/op")
+}
+
+// cpuMeter measures the CPU time of the whole process (every thread: the
+// engine, its goroutines, the GC) over a benchmark loop. On a busy machine
+// it is steadier than wall time, which also counts the time this process
+// waits for a CPU.
+type cpuMeter struct {
+	start time.Duration
+	ok    bool
+}
+
+func startCPU() cpuMeter {
+	d, ok := processCPU()
+	return cpuMeter{d, ok}
+}
+
+// report adds cpu-ns/<unit>: the CPU time divided by n (b.N, or b.N times
+// the calls per op).
+func (m cpuMeter) report(b *testing.B, unit string, n int) {
+	end, ok := processCPU()
+	if !m.ok || !ok || n <= 0 {
+		return
+	}
+	b.ReportMetric(float64((end-m.start).Nanoseconds())/float64(n), "cpu-ns/"+unit)
 }
 
 func nativeEval(src string, compiled bool) func(*testing.B) {
@@ -58,11 +85,12 @@ func nativeEval(src string, compiled bool) func(*testing.B) {
 		if compiled {
 			eval = h.EvalCompiled
 		}
-		d, _, err := eval(src, b.N)
+		b.ResetTimer() // the harness may have been built just now
+		t, _, err := eval(src, b.N)
 		if err != nil {
 			b.Fatal(err)
 		}
-		reportNative(b, d, b.N)
+		reportNative(b, t, b.N)
 	}
 }
 
@@ -76,7 +104,13 @@ func BenchmarkNewInstance(b *testing.B) {
 		warm(b, e) // the Runtime is ready
 		const batch = 100
 		live := make([]instance, 0, batch)
-		closeAll := func() {
+		var cpuUsed time.Duration
+		cpu := startCPU()
+		pause := func() { // stop the clocks and close the batch
+			b.StopTimer()
+			if end, ok := processCPU(); ok {
+				cpuUsed += end - cpu.start
+			}
 			for _, in := range live {
 				_ = in.Close(ctx)
 			}
@@ -84,6 +118,7 @@ func BenchmarkNewInstance(b *testing.B) {
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
+		cpu = startCPU()
 		for range b.N {
 			in, err := e.NewInstance(ctx)
 			if err != nil {
@@ -91,19 +126,23 @@ func BenchmarkNewInstance(b *testing.B) {
 			}
 			live = append(live, in)
 			if len(live) == batch {
-				b.StopTimer()
-				closeAll()
+				pause()
+				cpu = startCPU()
 				b.StartTimer()
 			}
 		}
-		b.StopTimer()
-		closeAll()
+		pause()
+		if cpu.ok {
+			b.ReportMetric(float64(cpuUsed.Nanoseconds())/float64(b.N), "cpu-ns/op")
+		}
 	}, func(b *testing.B) {
-		d, err := native(b).NewContexts(b.N)
+		h := native(b)
+		b.ResetTimer()
+		t, err := h.NewContexts(b.N)
 		if err != nil {
 			b.Fatal(err)
 		}
-		reportNative(b, d, b.N)
+		reportNative(b, t, b.N)
 	})
 }
 
@@ -114,11 +153,13 @@ func BenchmarkEval(b *testing.B) {
 	forEngines(b, true, func(b *testing.B, e engine) {
 		in := warm(b, e)
 		b.ReportAllocs()
+		cpu := startCPU()
 		for b.Loop() {
 			if _, err := in.Eval(ctx, "1+1"); err != nil {
 				b.Fatal(err)
 			}
 		}
+		cpu.report(b, "op", b.N)
 	}, nativeEval("1+1", false))
 }
 
@@ -128,11 +169,13 @@ func BenchmarkEvalScript(b *testing.B) {
 	forEngines(b, false, func(b *testing.B, e engine) {
 		in := warm(b, e)
 		b.ReportAllocs()
+		cpu := startCPU()
 		for b.Loop() {
 			if _, err := in.Eval(ctx, Script); err != nil {
 				b.Fatal(err)
 			}
 		}
+		cpu.report(b, "op", b.N)
 	}, nativeEval(Script, false))
 }
 
@@ -148,11 +191,13 @@ func BenchmarkEvalCompiled(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
+		cpu := startCPU()
 		for b.Loop() {
 			if _, err := in.EvalCompiled(ctx, code); err != nil {
 				b.Fatal(err)
 			}
 		}
+		cpu.report(b, "op", b.N)
 	}, nativeEval(Script, true))
 }
 
@@ -185,6 +230,7 @@ func BenchmarkRPCSync(b *testing.B) {
 	forEngines(b, true, func(b *testing.B, e engine) {
 		in := warm(b, e)
 		b.ReportAllocs()
+		cpu := startCPU()
 		for b.Loop() {
 			res, err := in.Eval(ctx, rpcSyncSrc)
 			if err != nil {
@@ -194,6 +240,7 @@ func BenchmarkRPCSync(b *testing.B) {
 				b.Fatalf("result %s, want %s", res, want)
 			}
 		}
+		cpu.report(b, "call", b.N*rpcSyncLoop)
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rpcSyncLoop), "ns/call")
 	}, nil)
 }
@@ -206,6 +253,7 @@ func BenchmarkRPCAsync(b *testing.B) {
 	forEngines(b, false, func(b *testing.B, e engine) {
 		in := warm(b, e)
 		b.ReportAllocs()
+		cpu := startCPU()
 		for b.Loop() {
 			res, err := in.EvalAsync(ctx, rpcAsyncSrc)
 			if err != nil {
@@ -215,6 +263,7 @@ func BenchmarkRPCAsync(b *testing.B) {
 				b.Fatalf("result %s, want %s", res, want)
 			}
 		}
+		cpu.report(b, "call", b.N*rpcAsyncLoop)
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rpcAsyncLoop), "ns/call")
 	}, nil)
 }
@@ -229,6 +278,7 @@ func BenchmarkDispatchEvent(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
+		cpu := startCPU()
 		for b.Loop() {
 			res, err := in.Dispatch(ctx, "tick", params)
 			if err != nil {
@@ -238,6 +288,7 @@ func BenchmarkDispatchEvent(b *testing.B) {
 				b.Fatalf("result %s, want 2", res)
 			}
 		}
+		cpu.report(b, "op", b.N)
 	}, nil)
 }
 
@@ -321,11 +372,13 @@ func BenchmarkCPU(b *testing.B) {
 		b.Run(w.Name, func(b *testing.B) {
 			forEngines(b, true, func(b *testing.B, e engine) {
 				in := warm(b, e)
+				cpu := startCPU()
 				for b.Loop() {
 					if _, err := in.Eval(ctx, w.Source); err != nil {
 						b.Fatal(err)
 					}
 				}
+				cpu.report(b, "op", b.N)
 			}, nativeEval(w.Source, false))
 		})
 	}

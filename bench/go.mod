@@ -7,6 +7,7 @@ require (
 	github.com/kafig-dev/kafig/backend-wasmtime v0.0.0 // engine under test (cgo builds)
 	github.com/kafig-dev/kafig/backend-wazero v0.0.0 // engine under test
 	github.com/kafig-dev/kafig/kafig v0.0.0 // the API under test
+	golang.org/x/sys v0.44.0 // tests: the process's CPU time (clock_gettime)
 )
 
 require (
@@ -18,7 +19,6 @@ require (
 	github.com/kafig-dev/kafig/guest v0.0.0 // indirect
 	github.com/tetratelabs/wazero v1.12.0 // indirect
 	golang.org/x/sync v0.19.0 // indirect
-	golang.org/x/sys v0.44.0 // indirect
 	golang.org/x/text v0.3.8 // indirect
 )
 

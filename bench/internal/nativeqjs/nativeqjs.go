@@ -162,49 +162,72 @@ func (h *Harness) source(src string) (int, error) {
 	return i, nil
 }
 
+// Timing is what the harness measured over a loop.
+type Timing struct {
+	Wall time.Duration // CLOCK_MONOTONIC
+	CPU  time.Duration // CLOCK_PROCESS_CPUTIME_ID
+}
+
 // Eval evaluates src n times in one fresh runtime and context (each
 // iteration: JS_Eval in global scope and JSON.stringify of the result) and
-// returns the time of the n iterations and the last result as JSON.
-func (h *Harness) Eval(src string, n int) (time.Duration, string, error) {
+// returns the timing of the n iterations and the last result as JSON.
+func (h *Harness) Eval(src string, n int) (Timing, string, error) {
 	return h.eval("eval", src, n)
 }
 
 // EvalCompiled is Eval with src compiled to bytecode once (untimed): each
 // iteration reads the bytecode and runs it.
-func (h *Harness) EvalCompiled(src string, n int) (time.Duration, string, error) {
+func (h *Harness) EvalCompiled(src string, n int) (Timing, string, error) {
 	return h.eval("evalc", src, n)
 }
 
-func (h *Harness) eval(verb, src string, n int) (time.Duration, string, error) {
+func (h *Harness) eval(verb, src string, n int) (Timing, string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	i, err := h.source(src)
 	if err != nil {
-		return 0, "", err
+		return Timing{}, "", err
 	}
 	rest, err := h.roundTrip(fmt.Sprintf("%s %d %d", verb, i, n), "")
 	if err != nil {
-		return 0, "", err
+		return Timing{}, "", err
 	}
-	ns, result, _ := strings.Cut(rest, " ")
-	d, err := strconv.ParseInt(ns, 10, 64)
+	wall, rest2, _ := strings.Cut(rest, " ")
+	cpu, result, _ := strings.Cut(rest2, " ")
+	t, err := timing(wall, cpu)
 	if err != nil {
-		return 0, "", fmt.Errorf("nativeqjs: bad answer %q", rest)
+		return Timing{}, "", fmt.Errorf("nativeqjs: bad answer %q", rest)
 	}
-	return time.Duration(d), result, nil
+	return t, result, nil
 }
 
 // NewContexts creates and frees n runtime+context pairs and returns the
-// time spent creating them.
-func (h *Harness) NewContexts(n int) (time.Duration, error) {
+// timing of creating them.
+func (h *Harness) NewContexts(n int) (Timing, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rest, err := h.roundTrip("new "+strconv.Itoa(n), "")
 	if err != nil {
-		return 0, err
+		return Timing{}, err
 	}
-	d, err := strconv.ParseInt(rest, 10, 64)
-	return time.Duration(d), err
+	wall, cpu, _ := strings.Cut(rest, " ")
+	t, err := timing(wall, cpu)
+	if err != nil {
+		return Timing{}, fmt.Errorf("nativeqjs: bad answer %q", rest)
+	}
+	return t, nil
+}
+
+func timing(wall, cpu string) (Timing, error) {
+	w, err := strconv.ParseInt(wall, 10, 64)
+	if err != nil {
+		return Timing{}, err
+	}
+	c, err := strconv.ParseInt(cpu, 10, 64)
+	if err != nil {
+		return Timing{}, err
+	}
+	return Timing{time.Duration(w), time.Duration(c)}, nil
 }
 
 // RSSPerContexts creates n live runtime+context pairs and returns the growth

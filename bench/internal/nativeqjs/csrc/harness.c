@@ -2,19 +2,21 @@
  *
  * Linked with libquickjs.a built by guest/native.sh (gcc -O2, the same
  * pinned and patched source as the guest). It reads commands on stdin and
- * answers one line each on stdout; every timing is taken here with
- * CLOCK_MONOTONIC around the measured loop only, so the pipe to the Go
- * process costs nothing per iteration.
+ * answers one line each on stdout; every timing is taken here around the
+ * measured loop only (wall: CLOCK_MONOTONIC, cpu: CLOCK_PROCESS_CPUTIME_ID),
+ * so the pipe to the Go process costs nothing per iteration.
  *
  *   src <len>\n<len bytes>   store a source; answers "ok <index>"
  *   eval <index> <n>         new runtime+context (untimed), then n times:
  *                            JS_Eval (global) + JSON.stringify of the result
- *                            answers "ok <total ns> <JSON of last result>"
+ *                            answers "ok <wall ns> <cpu ns> <JSON of last
+ *                            result>"
  *   evalc <index> <n>        compile the source to bytecode (untimed), then
  *                            n times: JS_ReadObject + JS_EvalFunction +
  *                            JSON.stringify; answers like eval
  *   new <n>                  n times JS_NewRuntime + JS_NewContext + limits,
- *                            timed in batches, freed untimed; "ok <ns>"
+ *                            timed in batches, freed untimed;
+ *                            "ok <wall ns> <cpu ns>"
  *   mem <n>                  n live runtime+context pairs: RSS delta in
  *                            bytes (from /proc/self/statm); "ok <bytes>"
  *   quit
@@ -39,12 +41,15 @@ static char *srcs[MAX_SRC];
 static size_t src_lens[MAX_SRC];
 static int nsrc;
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+static uint64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+static uint64_t cpu_ns(void) { return clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
 
 static int interrupt_handler(JSRuntime *rt, void *opaque)
 {
@@ -113,9 +118,9 @@ static int stringify(JSContext *ctx, JSValue v, JSValue *out)
     return 0;
 }
 
-static void answer_ok(JSContext *ctx, uint64_t ns, JSValue last)
+static void answer_ok(JSContext *ctx, uint64_t ns, uint64_t cpu, JSValue last)
 {
-    printf("ok %llu ", (unsigned long long)ns);
+    printf("ok %llu %llu ", (unsigned long long)ns, (unsigned long long)cpu);
     if (JS_IsString(last)) {
         size_t n = 0;
         const char *s = JS_ToCStringLen(ctx, &n, last);
@@ -135,7 +140,7 @@ static void cmd_eval(int idx, long n, int compiled)
     JSValue last = JS_UNDEFINED;
     uint8_t *bc = NULL;
     size_t bc_len = 0;
-    uint64_t t0, t1;
+    uint64_t t0, t1, c0, c1;
     if (!ctx) {
         printf("err no context\n");
         return;
@@ -156,6 +161,7 @@ static void cmd_eval(int idx, long n, int compiled)
             return;
         }
     }
+    c0 = cpu_ns();
     t0 = now_ns();
     for (long i = 0; i < n; i++) {
         JSValue v;
@@ -175,7 +181,8 @@ static void cmd_eval(int idx, long n, int compiled)
         }
     }
     t1 = now_ns();
-    answer_ok(ctx, t1 - t0, last);
+    c1 = cpu_ns();
+    answer_ok(ctx, t1 - t0, c1 - c0, last);
 done:
     JS_FreeValue(ctx, last);
     if (bc)
@@ -188,9 +195,10 @@ done:
 static void cmd_new(long n)
 {
     JSContext *batch[BATCH];
-    uint64_t total = 0;
+    uint64_t total = 0, cpu = 0;
     while (n > 0) {
         int k = n < BATCH ? (int)n : BATCH;
+        uint64_t c0 = cpu_ns();
         uint64_t t0 = now_ns();
         for (int i = 0; i < k; i++) {
             batch[i] = new_context();
@@ -200,11 +208,12 @@ static void cmd_new(long n)
             }
         }
         total += now_ns() - t0;
+        cpu += cpu_ns() - c0;
         for (int i = 0; i < k; i++)
             free_context(batch[i]);
         n -= k;
     }
-    printf("ok %llu\n", (unsigned long long)total);
+    printf("ok %llu %llu\n", (unsigned long long)total, (unsigned long long)cpu);
 }
 
 static long rss_bytes(void)
