@@ -1,0 +1,7 @@
+function inner() {
+  throw new Error("from inner");
+}
+function outer() {
+  inner();
+}
+outer();
