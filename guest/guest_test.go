@@ -193,6 +193,10 @@ func TestInterrupt(t *testing.T) {
 		`Array.prototype.reverse.call({length: 2**53 - 1})`,
 		`/(a+)+b/.test("a".repeat(40))`,
 		`let x = 3n ** 30000n; for (;;) x * x`,
+		`"a".repeat(4e6).indexOf("a".repeat(2e5) + "b")`,
+		`"a".repeat(4e6).lastIndexOf("b" + "a".repeat(2e5))`,
+		`"a".repeat(4e6).includes("a".repeat(2e5) + "b")`,
+		`"a".repeat(4e6).split("a".repeat(2e5) + "b")`,
 	} {
 		g.host.polls.Store(0)
 		g.host.stopAfter = 5
@@ -342,4 +346,38 @@ func TestHeaderMatchesABI(t *testing.T) {
 	h, err := os.ReadFile("src/kafig_abi.h")
 	require.NoError(t, err)
 	assert.Equal(t, abi.CHeader(), string(h), "regenerate: go run ./abi/cmd/abigen > guest/src/kafig_abi.h")
+}
+
+func TestCompileCacheKeepsSemantics(t *testing.T) {
+	g := newGuest(t, 32*mib, 0)
+	for i := 1; i <= 3; i++ {
+		assert.Equal(t, fmt.Sprint(i), g.mustEval(`globalThis.n = (globalThis.n || 0) + 1`, 0))
+	}
+	assert.Equal(t, "1", g.mustEval(`let z = 1; z`, 0))
+	st, res := g.eval(`let z = 1; z`, 0) // the same source again: redeclaration, as without a cache
+	require.Equal(t, abi.StatusJSError, st)
+	assert.Equal(t, "SyntaxError", decodeErr(t, res).Name)
+	// the same text in async mode is a different program
+	assert.Equal(t, "4", g.mustEval(`globalThis.n = (globalThis.n || 0) + 1`, abi.FlagAsync))
+}
+
+// TestOutOfMemoryEverywhere runs allocation-heavy scripts under a sweep of
+// heap limits, so that allocations fail at many different places inside
+// QuickJS: every run must end in a status, never a trap, and the instance
+// must stay usable.
+func TestOutOfMemoryEverywhere(t *testing.T) {
+	script := `
+		const parts = [];
+		for (let i = 0; ; i++) {
+			const o = {i, s: "k" + i, a: [i, i + 1, {x: i}], r: new RegExp("a" + i + "b*")};
+			parts.push(JSON.parse(JSON.stringify(o)), o.s.repeat(10), o.r.exec("a" + i + "bbb"), new Map([[i, o]]));
+			if (i % 100 == 0) parts.push(parts.slice(-50).join(","));
+		}`
+	for limit := uint64(256 << 10); limit <= 3*mib; limit += 96 << 10 {
+		g := newGuest(t, limit, 0)
+		st, res := g.eval(script, 0)
+		assert.Equal(t, abi.StatusMemoryLimit, st, "limit %d: %s", limit, res)
+		st, res = g.eval(`[1, 2, 3].map(x => x * 2).join()`, 0)
+		assert.Equal(t, abi.StatusOK, st, "limit %d: %s", limit, res)
+	}
 }

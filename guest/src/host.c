@@ -128,6 +128,26 @@ static int interrupt_handler(JSRuntime *r, void *opaque)
     return 0;
 }
 
+/* Work counted by loops and allocations that have no poll point of their
+ * own (see patch 04 and the allocator): every KAFIG_WORK_QUANTUM units the
+ * host is asked, as at a poll point. */
+#define KAFIG_WORK_QUANTUM (1 << 20)
+static int64_t work_left = KAFIG_WORK_QUANTUM;
+
+int kafig_poll_work(int64_t work)
+{
+    work_left -= work;
+    if (work_left > 0)
+        return limit_status != 0;
+    work_left = KAFIG_WORK_QUANTUM;
+    return interrupt_handler(rt, NULL);
+}
+
+int kafig_stopping(void)
+{
+    return limit_status != 0;
+}
+
 void kafig_note_stack_overflow(JSRuntime *r)
 {
     (void)r;

@@ -49,6 +49,8 @@ static int stack_overflow_hit;
 
 static JSMallocState *heap_state;
 
+int kafig_poll_work(int64_t work);
+
 static void note_oom(void)
 {
     if (!limit_status)
@@ -59,6 +61,11 @@ static void *k_malloc(JSMallocState *s, size_t size)
 {
     void *p;
     heap_state = s; /* the runtime's own state after JS_NewRuntime2 */
+    /* Allocation counts as work, so that builtins that allocate in a loop
+     * of their own still consult the host now and then; a stop is recorded
+     * and takes effect at the next poll point (failing the allocation
+     * instead would drive QuickJS down rarely tested paths). */
+    kafig_poll_work(size / 64 + 1);
     if (s->malloc_size + size > s->malloc_limit) {
         note_oom();
         return NULL;
