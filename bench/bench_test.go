@@ -97,7 +97,9 @@ func nativeEval(src string, compiled bool) func(*testing.B) {
 // BenchmarkNewInstance creates instances from a warm Runtime (kafig) or
 // from scratch (goja: a runtime with the host bridge; native: a QuickJS
 // runtime and context with the guest's limits). Instances are closed in
-// batches of 100 with the timer stopped.
+// batches of 100 with the timer stopped. faults/op counts the process's
+// minor page faults per instance (creation and closing): on VMs where a
+// fault is expensive they dominate.
 func BenchmarkNewInstance(b *testing.B) {
 	ctx := context.Background()
 	forEngines(b, false, func(b *testing.B, e engine) {
@@ -118,6 +120,7 @@ func BenchmarkNewInstance(b *testing.B) {
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
+		faults0 := minorFaults()
 		cpu = startCPU()
 		for range b.N {
 			in, err := e.NewInstance(ctx)
@@ -135,6 +138,10 @@ func BenchmarkNewInstance(b *testing.B) {
 		if cpu.ok {
 			b.ReportMetric(float64(cpuUsed.Nanoseconds())/float64(b.N), "cpu-ns/op")
 		}
+		if f := minorFaults(); f >= 0 && faults0 >= 0 {
+			// includes closing (munmap faults nothing; reuse may)
+			b.ReportMetric(float64(f-faults0)/float64(b.N), "faults/op")
+		}
 	}, func(b *testing.B) {
 		h := native(b)
 		b.ResetTimer()
@@ -146,60 +153,112 @@ func BenchmarkNewInstance(b *testing.B) {
 	})
 }
 
-// BenchmarkEval evaluates 1+1 on a warm instance: the fixed cost of an eval
-// (for kafig: the call into the guest, parsing, the JSON result).
-func BenchmarkEval(b *testing.B) {
+// Evals come in two flavours, because a guest may cache what it compiled
+// (kafig's guest keeps a small cache keyed by the exact source or bytecode):
+//
+//   - same: the same input every time, the best case (a cache hit);
+//   - fresh: a different input every time, the cost of parsing or loading
+//     (sources get a counter in a trailing comment; bytecode rotates through
+//     rotating variants, more than a small cache holds).
+//
+// goja and native QuickJS have no such cache: they parse or load every
+// time, so their two flavours measure the same thing (native runs the same
+// input for both).
+
+// freshSource returns src with a unique trailing comment.
+func freshSource(buf []byte, src string, i int) string {
+	buf = append(buf[:0], src...)
+	buf = append(buf, "\n//"...)
+	buf = strconv.AppendInt(buf, int64(i), 10)
+	return string(buf)
+}
+
+func benchEval(b *testing.B, src string, fresh, backstopVariants bool) {
 	ctx := context.Background()
-	forEngines(b, true, func(b *testing.B, e engine) {
+	forEngines(b, backstopVariants, func(b *testing.B, e engine) {
 		in := warm(b, e)
+		var buf []byte
+		i := 0
 		b.ReportAllocs()
 		cpu := startCPU()
 		for b.Loop() {
-			if _, err := in.Eval(ctx, "1+1"); err != nil {
+			s := src
+			if fresh {
+				i++
+				s = freshSource(buf, src, i)
+			}
+			if _, err := in.Eval(ctx, s); err != nil {
 				b.Fatal(err)
 			}
 		}
 		cpu.report(b, "op", b.N)
-	}, nativeEval("1+1", false))
+	}, nativeEval(src, false))
 }
 
-// BenchmarkEvalScript evaluates a mid-size script (Script) from source.
-func BenchmarkEvalScript(b *testing.B) {
+// BenchmarkEval evaluates 1+1 on a warm instance, the same source every
+// time: the fixed cost of an eval (for kafig: the call into the guest,
+// parsing or a compile cache hit, the JSON result).
+func BenchmarkEval(b *testing.B) { benchEval(b, "1+1", false, true) }
+
+// BenchmarkEvalFresh evaluates 1+1 with a different comment each time: no
+// compile cache can help.
+func BenchmarkEvalFresh(b *testing.B) { benchEval(b, "1+1", true, false) }
+
+// BenchmarkEvalScript evaluates a mid-size script (Script), the same source
+// every time.
+func BenchmarkEvalScript(b *testing.B) { benchEval(b, Script, false, false) }
+
+// BenchmarkEvalScriptFresh evaluates Script with a different comment each
+// time: parsing and compiling every time.
+func BenchmarkEvalScriptFresh(b *testing.B) { benchEval(b, Script, true, false) }
+
+// rotating is the number of bytecode variants BenchmarkEvalCompiledFresh
+// cycles through.
+const rotating = 256
+
+func benchEvalCompiled(b *testing.B, fresh bool) {
 	ctx := context.Background()
 	forEngines(b, false, func(b *testing.B, e engine) {
 		in := warm(b, e)
+		n := 1
+		if fresh {
+			n = rotating
+		}
+		codes := make([]any, n)
+		var buf []byte
+		for i := range codes {
+			src := Script
+			if fresh {
+				src = freshSource(buf, Script, i)
+			}
+			code, err := e.Compile(ctx, src)
+			if err != nil {
+				b.Fatal(err)
+			}
+			codes[i] = code
+		}
+		i := 0
 		b.ReportAllocs()
 		cpu := startCPU()
 		for b.Loop() {
-			if _, err := in.Eval(ctx, Script); err != nil {
+			if _, err := in.EvalCompiled(ctx, codes[i%n]); err != nil {
 				b.Fatal(err)
 			}
-		}
-		cpu.report(b, "op", b.N)
-	}, nativeEval(Script, false))
-}
-
-// BenchmarkEvalCompiled evaluates the same script from bytecode compiled
-// once (kafig: Runtime.Compile, sealed; goja: goja.Compile; native:
-// JS_WriteObject once, JS_ReadObject + JS_EvalFunction per run).
-func BenchmarkEvalCompiled(b *testing.B) {
-	ctx := context.Background()
-	forEngines(b, false, func(b *testing.B, e engine) {
-		in := warm(b, e)
-		code, err := e.Compile(ctx, Script)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		cpu := startCPU()
-		for b.Loop() {
-			if _, err := in.EvalCompiled(ctx, code); err != nil {
-				b.Fatal(err)
-			}
+			i++
 		}
 		cpu.report(b, "op", b.N)
 	}, nativeEval(Script, true))
 }
+
+// BenchmarkEvalCompiled evaluates Script from bytecode compiled once
+// (kafig: Runtime.Compile, sealed; goja: goja.Compile; native:
+// JS_WriteObject once, JS_ReadObject + JS_EvalFunction per run), the same
+// bytecode every time.
+func BenchmarkEvalCompiled(b *testing.B) { benchEvalCompiled(b, false) }
+
+// BenchmarkEvalCompiledFresh is BenchmarkEvalCompiled rotating through
+// rotating bytecodes of variants of Script.
+func BenchmarkEvalCompiledFresh(b *testing.B) { benchEvalCompiled(b, true) }
 
 // rpcLoop is the number of RPCs per eval in the RPC benchmarks.
 const (
@@ -220,10 +279,17 @@ var (
 })()`, rpcAsyncLoop)
 )
 
+// rpcSyncEmulation is the native baseline of BenchmarkRPCSync: host.rpcSync
+// as a JS function doing the JSON round trip any bridge needs (stringify
+// the params, parse the reply), with no host call. It is the floor of what
+// the guest's side of a call costs.
+const rpcSyncEmulation = `var host = { rpcSync: function (m, p) { return JSON.parse(JSON.stringify(p)); } };
+`
+
 // BenchmarkRPCSync: one eval runs a JS loop of rpcSyncLoop host.rpcSync
 // calls with params {a:1} (the handler returns them); ns/call is the eval's
-// time divided by the count. No native column: native QuickJS has no host
-// bridge to compare.
+// time divided by the count. native runs the same loop over
+// rpcSyncEmulation.
 func BenchmarkRPCSync(b *testing.B) {
 	ctx := context.Background()
 	want := []byte(strconv.Itoa(rpcSyncLoop))
@@ -242,7 +308,20 @@ func BenchmarkRPCSync(b *testing.B) {
 		}
 		cpu.report(b, "call", b.N*rpcSyncLoop)
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rpcSyncLoop), "ns/call")
-	}, nil)
+	}, func(b *testing.B) {
+		h := native(b)
+		b.ResetTimer()
+		t, res, err := h.Eval(rpcSyncEmulation+rpcSyncSrc, b.N)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res != string(want) {
+			b.Fatalf("result %s, want %s", res, want)
+		}
+		reportNative(b, t, b.N)
+		b.ReportMetric(float64(t.Wall.Nanoseconds())/float64(b.N*rpcSyncLoop), "ns/call")
+		b.ReportMetric(float64(t.CPU.Nanoseconds())/float64(b.N*rpcSyncLoop), "cpu-ns/call")
+	})
 }
 
 // BenchmarkRPCAsync: one async eval awaits rpcAsyncLoop host.rpc calls in

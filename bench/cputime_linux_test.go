@@ -16,3 +16,12 @@ func processCPU() (time.Duration, bool) {
 	}
 	return time.Duration(ts.Nano()), true
 }
+
+// minorFaults returns the process's minor page faults so far, or -1.
+func minorFaults() int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return ru.Minflt
+}
