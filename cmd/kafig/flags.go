@@ -161,7 +161,7 @@ func parseArgs(args []string, out io.Writer) (*options, error) {
 	fs.BoolVar(&o.async, "async", true, "async mode: top-level await and host.rpc (-async=false: synchronous)")
 	fs.BoolVar(&o.stats, "stats", false, "print opcodes and CPU time to stderr after each evaluation")
 	fs.BoolVar(&o.json, "json", false, "JSON mode even when stdin is a terminal")
-	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "keep the compiled guest in `DIR` (\"\" or off: no cache)")
+	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "keep the compiled guest in `DIR` (default: kafig in the user cache directory; \"\" or off: no cache)")
 	help := fs.Bool("help", false, "show this help")
 	fs.BoolVar(help, "h", false, "show this help")
 

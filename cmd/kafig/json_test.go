@@ -403,6 +403,45 @@ func TestJSONEndOfInput(t *testing.T) {
 	}
 }
 
+func TestJSONDeadInstanceIsReplaced(t *testing.T) {
+	t.Parallel()
+	// String.prototype.repeat does not poll: with a CPU limit, a big one is
+	// stopped from outside and the instance dies, unless it finishes before
+	// the runtime's monitor looks (a fast machine). Either way the next
+	// request works, in a new instance only if the old one died.
+	c := startJSON(t, "-max-cpu-ms", "20", "-max-memory", "1GiB")
+	c.send(`{"eval": "globalThis.marker = 'old'"}`)
+	c.expect(`{"result": "old"}`)
+	c.send(`{"eval": "'x'.repeat(2 ** 28).length"}`)
+	m := c.nextMsg()
+	var e errorBody
+	if err := json.Unmarshal(m["error"], &e); err != nil || e.Code != "cpu_limit_exceeded" {
+		t.Fatalf("got %v", m)
+	}
+	want := `{"result": "old"}`
+	if strings.Contains(e.Message, "(the instance did not survive; a new one replaces it)") {
+		want = `{"result": "undefined"}`
+	}
+	c.send(`{"eval": "typeof marker === 'string' ? marker : typeof marker"}`)
+	c.expect(want)
+	if code := c.wait(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+func TestJSONModeHint(t *testing.T) {
+	t.Parallel()
+	// Piping a script into kafig is JSON mode: the first response says so.
+	r := invocation{stdin: "console.log(1)\n1 + 2\n"}.do(t)
+	r.expect(t, exitOK, []string{
+		`"kafig: line 1: invalid JSON: invalid character 'c' looking for beginning of value (stdin is not a terminal, so kafig is in JSON mode and reads one JSON request per line; kafig - runs a script from stdin)"`,
+		`"kafig: line 2: a request must be a JSON object"}}`,
+	}, nil)
+	if n := strings.Count(r.stdout, "\n"); n != 2 {
+		t.Fatalf("%d lines:\n%s", n, r.stdout)
+	}
+}
+
 func TestJSONPrelude(t *testing.T) {
 	t.Parallel()
 	dir := writeFiles(t, map[string]string{"p.js": "var counter = 0;\nfunction bump() { return ++counter; }\n"})

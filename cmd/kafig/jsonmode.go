@@ -155,6 +155,7 @@ func runJSON(o *options, prelude *source, in io.Reader, out io.Writer) int {
 		return fail(err, nil)
 	}
 	defer s.close()
+	s.keepAlive = true
 	go j.read(in)
 	for {
 		it, ok := j.next(ctx)
@@ -236,6 +237,11 @@ func parseLine(n int, line []byte) item {
 		_ = json.Unmarshal(line, &loose)
 		it.req = request{ID: loose.ID}
 		it.problem = fmt.Sprintf("line %d: %s", n, describeJSONError(err))
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		if n == 1 && (errors.As(err, &se) || errors.As(err, &te) && te.Field == "") {
+			it.problem += " (stdin is not a terminal, so kafig is in JSON mode and reads one JSON request per line; kafig - runs a script from stdin)"
+		}
 		return it
 	}
 	r := &it.req
@@ -412,7 +418,7 @@ func (j *jsonServer) handle(ctx context.Context, s *session, it item) response {
 		res, err = s.dispatch(ctx, req.Dispatch.Name, req.Dispatch.Params)
 	case req.Stats != nil:
 		var st kafig.ExecutionStats
-		if st, err = s.inst.GetExecutionStats(ctx); err == nil {
+		if st, err = s.stats(ctx); err == nil {
 			b, _ := json.Marshal(statsResult{
 				Opcodes: st.Opcodes, CPUTimeUs: st.CPUTimeUs,
 				HeapBytes: st.HeapBytes, HeapLimitBytes: st.HeapLimitBytes, MemoryBytes: st.MemoryBytes,

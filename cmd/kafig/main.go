@@ -87,7 +87,7 @@ func printError(w io.Writer, err error, src *source, p palette) {
 		}
 		var re *resetError
 		if errors.As(err, &re) {
-			fmt.Fprintf(w, "%s(the instance did not survive; a new one replaces it)%s\n", p.dim, p.reset)
+			fmt.Fprintf(w, "%s%s%s\n", p.dim, re.note(), p.reset)
 		}
 	default:
 		fmt.Fprintf(w, "%s%s%s\n", p.red, err, p.reset)

@@ -103,6 +103,7 @@ func runREPL(o *options, prelude *source) int {
 		return fail(err, nil)
 	}
 	defer s.close()
+	s.keepAlive = true
 	r.s = s
 	r.loop()
 	return exitOK
@@ -249,7 +250,7 @@ func (r *repl) command(cmd, arg string) (quit bool) {
 }
 
 func (r *repl) printStats() {
-	st, err := r.s.inst.GetExecutionStats(context.Background())
+	st, err := r.s.stats(context.Background())
 	if err != nil {
 		printError(r.err, err, nil, r.pal)
 		return

@@ -123,8 +123,16 @@ func TestLimits(t *testing.T) {
 		})
 	}
 
+	// The largest limit works (and the smallest).
+	r := runKafig(t, "-max-memory", "4GiB", "-e", "'big'")
+	r.expect(t, exitOK, []string{`"big"`}, nil)
+	r = runKafig(t, "-max-memory", "64KiB", "-e", "'small'")
+	if r.code != exitOK && r.code != exitLimit {
+		t.Fatalf("64KiB: %s", r)
+	}
+
 	// A limit that is not reached changes nothing.
-	r := runKafig(t, "-max-cpu-ms", "5000", "-max-opcodes", "100000000", "-max-memory", "16MB", "-e", "let s = 0; for (let i = 0; i < 1000; i++) s += i; s")
+	r = runKafig(t, "-max-cpu-ms", "5000", "-max-opcodes", "100000000", "-max-memory", "16MB", "-e", "let s = 0; for (let i = 0; i < 1000; i++) s += i; s")
 	r.expect(t, exitOK, []string{"499500"}, nil)
 
 	// A caught stack overflow is the script's business.
@@ -205,8 +213,13 @@ func TestShebangAndEmptyFile(t *testing.T) {
 
 func TestBadUsage(t *testing.T) {
 	t.Parallel()
-	unreadable := filepath.Join(t.TempDir(), "secret.js")
-	if err := os.WriteFile(unreadable, []byte("1"), 0o000); err != nil {
+	dir := t.TempDir()
+	binary := filepath.Join(dir, "binary.js")
+	if err := os.WriteFile(binary, []byte("1\x00\x01"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	latin1 := filepath.Join(dir, "latin1.js")
+	if err := os.WriteFile(latin1, []byte("'caf\xe9'"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -225,6 +238,7 @@ func TestBadUsage(t *testing.T) {
 		{"memory garbage", []string{"-max-memory", "lots", "-e", "1"}, `"lots" is not a size`},
 		{"memory too small", []string{"-max-memory", "12", "-e", "1"}, "-max-memory 12: must be 64KiB to 4GiB"},
 		{"memory too large", []string{"-max-memory", "5GiB", "-e", "1"}, "must be 64KiB to 4GiB"},
+		{"memory just too large", []string{"-max-memory", "4294967297", "-e", "1"}, "must be 64KiB to 4GiB"},
 		{"memory overflow", []string{"-max-memory", "99999999999999999999", "-e", "1"}, "too large"},
 		{"bad bool", []string{"-async=maybe", "-e", "1"}, "invalid boolean value"},
 		{"code and script", []string{"-e", "1", "x.js"}, "give -e CODE or a script, not both"},
@@ -233,15 +247,15 @@ func TestBadUsage(t *testing.T) {
 		{"flag after script", []string{"a.js", "-stats"}, "flags go before the script"},
 		{"missing file", []string{"nope.js"}, "kafig: nope.js: no such file"},
 		{"directory", []string{"testdata"}, "testdata is a directory"},
-		{"unreadable", []string{unreadable}, "cannot read"},
+		{"unreadable", []string{"testdata/throw.js/x.js"}, "cannot read testdata/throw.js/x.js: not a directory"},
+		{"binary file", []string{binary}, "binary.js contains a NUL byte: not a script"},
+		{"not UTF-8", []string{latin1}, "latin1.js is not UTF-8 text"},
+		{"code not UTF-8", []string{"-e", "'caf\xe9'"}, "source is not valid UTF-8"},
 		{"missing prelude", []string{"-prelude", "nope.js", "-e", "1"}, "nope.js: no such file"},
 		{"stdin prelude", []string{"-prelude", "-", "-e", "1"}, "-prelude cannot read stdin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if tc.name == "unreadable" && os.Geteuid() == 0 {
-				t.Skip("root reads any file")
-			}
 			r := runKafig(t, tc.args...)
 			r.expect(t, exitUsage, nil, []string{tc.stderr})
 			if r.stdout != "" {

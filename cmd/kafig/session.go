@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	wasmtimebackend "github.com/kafig-dev/kafig/backend-wasmtime"
@@ -24,7 +25,9 @@ type session struct {
 	router  *kafig.RPCRouter
 	prelude *source // the -prelude file, nil without one
 
-	tripped atomic.Value // string: which limit stopped the last evaluation
+	tripped   atomic.Value // string: which limit stopped the last evaluation
+	armed     atomic.Bool  // the limits apply: a user evaluation is running
+	keepAlive bool         // replace an instance that died (REPL, JSON mode)
 
 	last  kafig.ExecutionStats // counters of the last evaluation
 	total kafig.ExecutionStats // sums over the session (Opcodes, CPUTimeUs)
@@ -97,6 +100,7 @@ func (s *session) reset(ctx context.Context) error {
 		maxCPUUs, maxOps := o.maxCPUMs*1000, o.maxOpcodes
 		opts = append(opts, kafig.WithInterruptCallback(func(opcodes, cpuTimeUs uint64) bool {
 			switch {
+			case !s.armed.Load(): // the CLI's own prelude, at instance creation
 			case maxCPUUs > 0 && cpuTimeUs > maxCPUUs:
 				s.tripped.Store(fmt.Sprintf("the CPU time limit (-max-cpu-ms %d) was exceeded", o.maxCPUMs))
 				return true
@@ -108,7 +112,11 @@ func (s *session) reset(ctx context.Context) error {
 		}))
 	}
 	if o.maxMemory > 0 {
-		opts = append(opts, kafig.WithJSMemoryLimit(o.maxMemory))
+		// 4 GiB exactly is what kafig.MaxJSMemoryLimit allows, but the
+		// 32-bit guest truncates it to 0 (kafig_set_limits casts the limit
+		// to size_t) and no instance can start; one byte less is the same
+		// limit in practice.
+		opts = append(opts, kafig.WithJSMemoryLimit(min(o.maxMemory, kafig.MaxJSMemoryLimit-1)))
 	}
 	inst, err := s.rt.Instance(ctx, opts...)
 	if err != nil {
@@ -117,7 +125,11 @@ func (s *session) reset(ctx context.Context) error {
 	s.inst = inst
 	s.last, s.total = kafig.ExecutionStats{}, kafig.ExecutionStats{}
 	if s.prelude != nil {
-		if _, err := s.inst.Eval(ctx, s.prelude.code); err != nil {
+		// The -prelude file is the user's code: the limits apply to it.
+		s.armed.Store(true)
+		_, err := s.inst.Eval(ctx, s.prelude.code)
+		s.armed.Store(false)
+		if err != nil {
 			return &preludeError{name: s.prelude.name, err: s.prelude.explain(err)}
 		}
 		_ = s.inst.ResetExecutionStats(ctx)
@@ -131,7 +143,9 @@ type preludeError struct {
 	err  error
 }
 
-func (e *preludeError) Error() string { return "kafig: prelude " + e.name + ": " + e.err.Error() }
+func (e *preludeError) Error() string {
+	return "kafig: prelude " + e.name + ": " + strings.TrimPrefix(e.err.Error(), "kafig: ")
+}
 func (e *preludeError) Unwrap() error { return e.err }
 
 // close frees everything.
@@ -162,13 +176,18 @@ func (s *session) evalOpts() []kafig.EvalOption {
 
 // run runs one evaluation: the counters start at zero so that the limits
 // apply to each evaluation, and are added to the session's totals after.
-// A dead instance is replaced (the error says so).
+// With keepAlive a dead instance is replaced (the error says so).
 func (s *session) run(ctx context.Context, f func(context.Context) (json.RawMessage, error)) (json.RawMessage, error) {
+	if err := s.ensure(ctx); err != nil {
+		return nil, err
+	}
 	s.tripped.Store("")
 	if err := s.inst.ResetExecutionStats(ctx); err != nil && !errors.Is(err, kafig.ErrInstanceDead) {
 		return nil, err
 	}
+	s.armed.Store(true)
 	res, err := f(ctx)
+	s.armed.Store(false)
 	if st, serr := s.inst.GetExecutionStats(context.WithoutCancel(ctx)); serr == nil {
 		s.last = st
 		s.total.Opcodes += st.Opcodes
@@ -190,10 +209,8 @@ func (s *session) run(ctx context.Context, f func(context.Context) (json.RawMess
 				err = &limitError{code: re.Code, why: why, err: err}
 			}
 		}
-		if errors.Is(err, kafig.ErrInstanceDead) {
-			if rerr := s.reset(context.WithoutCancel(ctx)); rerr == nil {
-				err = &resetError{err: err}
-			}
+		if s.keepAlive && errors.Is(err, kafig.ErrInstanceDead) {
+			err = &resetError{err: err, resetErr: s.reset(context.WithoutCancel(ctx))}
 		}
 	}
 	return res, err
@@ -209,11 +226,39 @@ type limitError struct {
 func (e *limitError) Error() string { return "kafig: " + string(e.code) + ": " + e.why }
 func (e *limitError) Unwrap() error { return e.err }
 
-// resetError is an error after which the instance was replaced.
-type resetError struct{ err error }
+// resetError is an error that the instance did not survive; it was
+// replaced, unless resetErr says why not.
+type resetError struct {
+	err      error
+	resetErr error
+}
 
 func (e *resetError) Error() string {
-	return e.err.Error() + " (the instance did not survive; a new one replaces it)"
+	return e.err.Error() + " " + e.note()
+}
+
+func (e *resetError) note() string {
+	if e.resetErr != nil {
+		return "(the instance did not survive, and a new one could not start: " + strings.TrimPrefix(e.resetErr.Error(), "kafig: ") + ")"
+	}
+	return "(the instance did not survive; a new one replaces it)"
+}
+
+// ensure makes sure there is an instance: after a failed reset the next
+// evaluation tries again.
+func (s *session) ensure(ctx context.Context) error {
+	if s.inst != nil {
+		return nil
+	}
+	return s.reset(ctx)
+}
+
+// stats returns the counters of the instance.
+func (s *session) stats(ctx context.Context) (kafig.ExecutionStats, error) {
+	if err := s.ensure(ctx); err != nil {
+		return kafig.ExecutionStats{}, err
+	}
+	return s.inst.GetExecutionStats(ctx)
 }
 func (e *resetError) Unwrap() error { return e.err }
 
@@ -243,6 +288,9 @@ func exitStatus(err error) int {
 	}
 	if errors.Is(err, context.Canceled) {
 		return exitInterrupt
+	}
+	if errors.Is(err, kafig.ErrInvalidSource) { // a script kafig refuses to take
+		return exitUsage
 	}
 	switch errorCode(err) {
 	case string(kafig.CodeCPULimitExceeded), string(kafig.CodeMemoryLimitExceeded), string(kafig.CodeStackOverflow):

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/kafig-dev/kafig/kafig"
 )
@@ -54,6 +55,12 @@ func loadFile(name string, stdin io.Reader) (*source, error) {
 		return nil, usagef("kafig: cannot read %s: %v", name, unwrapPathError(err))
 	}
 	code := strings.TrimPrefix(string(data), "\uFEFF")
+	switch {
+	case strings.IndexByte(code, 0) >= 0:
+		return nil, usagef("kafig: %s contains a NUL byte: not a script", name)
+	case !utf8.ValidString(code):
+		return nil, usagef("kafig: %s is not UTF-8 text: not a script", name)
+	}
 	if strings.HasPrefix(code, "#!") { // a shebang line becomes a comment
 		code = "//" + code[2:]
 	}
