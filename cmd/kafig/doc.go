@@ -63,6 +63,11 @@
 // any JavaScript error. Stack positions of a bundle are mapped back to the
 // source files through esbuild's source map.
 //
+// The sandbox names every evaluation <eval>; kafig renames positions in a
+// script's error to the script's file. Frames of functions defined by the
+// -prelude file carry the script's name too, as kafig cannot tell them
+// apart.
+//
 // # Host API
 //
 // Inside the sandbox a script has host.rpc(method, params) (a promise),
@@ -143,7 +148,8 @@
 //     unrelated to request ids. They appear only while a request is running
 //     (its response comes after all of its RPCs are settled or withdrawn).
 //   - Several host.rpc calls may wait at once (Promise.all); answer them in
-//     any order. kafig reads stdin all the time, so rpc_result lines are
+//     any order. At most 16 are out at a time (kafig's default
+//     WithMaxConcurrentRPCs); more go out as earlier ones are answered. kafig reads stdin all the time, so rpc_result lines are
 //     taken while a request runs, and request lines sent meanwhile wait in a
 //     queue.
 //   - host.rpcSync calls come out the same way; the script is blocked until
