@@ -243,8 +243,8 @@ func TestREPL(t *testing.T) {
 	s.prompt()
 
 	// Ctrl-C stops a running evaluation, and the REPL goes on.
-	s.typeLine("for (;;) {}")
-	time.Sleep(300 * time.Millisecond)
+	s.typeLine(`console.log("spin" + "ning"); for (;;) {}`)
+	s.expect("spinning") // the evaluation runs: the terminal is out of raw mode
 	s.keys("\x03")
 	s.expect("interrupted")
 	s.prompt()
