@@ -222,7 +222,7 @@ func benchEvalCompiled(b *testing.B, fresh bool) {
 		in := warm(b, e)
 		n := 1
 		if fresh {
-			n = rotating
+			n = min(b.N, rotating) // b.N distinct ones at most (quick -benchtime=1x)
 		}
 		codes := make([]any, n)
 		var buf []byte
