@@ -381,3 +381,9 @@ func TestOutOfMemoryEverywhere(t *testing.T) {
 		assert.Equal(t, abi.StatusOK, st, "limit %d: %s", limit, res)
 	}
 }
+
+func TestHeapLimitOf4GiBIsNoLimit(t *testing.T) {
+	g := newGuest(t, 4<<30, 0) // a wasm32 size_t cannot hold it: no limit, not a limit of 0
+	assert.Equal(t, "2", g.mustEval(`1+1`, 0))
+	assert.EqualValues(t, 0, g.u64(abi.ExchHeapLimit))
+}

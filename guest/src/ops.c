@@ -313,7 +313,9 @@ EXPORT(KAFIG_EXPORT_SET_LIMITS) uint32_t kafig_set_limits(uint64_t heap, uint32_
 {
     if (stack > KAFIG_MAX_JS_STACK)
         return KAFIG_STATUS_BAD_INPUT;
-    JS_SetMemoryLimit(rt, heap ? (size_t)heap : (size_t)-1);
+    /* 0, and anything a wasm32 size_t cannot hold (4 GiB), is no limit:
+     * linear memory cannot exceed 4 GiB anyway */
+    JS_SetMemoryLimit(rt, heap && heap < SIZE_MAX ? (size_t)heap : (size_t)-1);
     JS_SetMaxStackSize(rt, stack ? stack : KAFIG_DEFAULT_JS_STACK);
     update_header();
     return KAFIG_STATUS_OK;
