@@ -114,7 +114,7 @@ func newGuest(t *testing.T, heapLimit uint64, stack uint32) *guestInst {
 	g.mod = mod
 	g.mem = mod.Memory()
 	g.xch = uint32(g.call(abi.ExportExchange))
-	require.EqualValues(t, abi.StatusOK, g.call(abi.ExportSetLimits, heapLimit, uint64(stack)))
+	require.EqualValues(t, abi.StatusOK, uint32(g.call(abi.ExportSetLimits, heapLimit, uint64(stack))))
 	return g
 }
 
