@@ -26,7 +26,8 @@ func TestName(t *testing.T) {
 	sa, ok := b.(backend.StackAdvisor)
 	require.True(t, ok)
 	assert.Equal(t, uint32(DefaultJSStackLimit), sa.JSStackLimit())
-	assert.Equal(t, uint32(512<<10), New(WithMaxWasmStack(DefaultMaxWasmStack*2)).(backend.StackAdvisor).JSStackLimit())
+	assert.Equal(t, uint32(256<<10), sa.JSStackLimit())
+	assert.Equal(t, uint32(128<<10), New(WithMaxWasmStack(3<<20)).(backend.StackAdvisor).JSStackLimit())
 	assert.Equal(t, uint32(100<<10), New(WithJSStackLimit(100<<10)).(backend.StackAdvisor).JSStackLimit())
 }
 
@@ -348,7 +349,7 @@ func TestTrapKillsOnlyThatInstance(t *testing.T) {
 }
 
 func TestDeepRecursion(t *testing.T) {
-	for _, ws := range []int{minMaxWasmStack, 1 << 20, DefaultMaxWasmStack} {
+	for _, ws := range []int{minMaxWasmStack, 2 << 20, DefaultMaxWasmStack} {
 		m := compileFake(t, WithMaxWasmStack(ws))
 		var rec recorder
 		a := instantiate(t, m, backend.InstanceConfig{Imports: rec.imports()})
@@ -508,6 +509,7 @@ func TestOptionsValidated(t *testing.T) {
 		"stack too large":   New(WithMaxWasmStack(8 << 20)),
 		"js stack too big":  New(WithJSStackLimit(abi.MaxJSStack + 1)),
 		"js stack too tiny": New(WithJSStackLimit(1)),
+		"js stack for wasm": New(WithMaxWasmStack(1<<20), WithJSStackLimit(256<<10)),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := b.Compile(ctx, fakeWasm)

@@ -23,14 +23,8 @@ import (
 	"github.com/kafig-dev/kafig/kafig/backend"
 )
 
-const (
-	// stackReserve is native stack kept free beyond the max wasm stack, for
-	// host functions called from the guest (wasmtime's limit does not cover
-	// them) and the trampolines around the call.
-	stackReserve = 1 << 20
-	// minMaxWasmStack is the least max wasm stack Compile accepts.
-	minMaxWasmStack = 256 << 10
-)
+// minMaxWasmStack is the least max wasm stack Compile accepts.
+const minMaxWasmStack = 1 << 20
 
 type wasmtimeBackend struct {
 	opts options
@@ -48,6 +42,9 @@ func (o options) validate() error {
 	}
 	if js := o.jsStackLimit(); js < minJSStack || js > abi.MaxJSStack {
 		return fmt.Errorf("kafig: WithJSStackLimit(%d): between %d and %d bytes", js, minJSStack, abi.MaxJSStack)
+	} else if int(js)*nativePerJS/2 > ws {
+		return fmt.Errorf("kafig: WithJSStackLimit(%d) needs a max wasm stack of at least %d KiB (it is %d KiB): deep recursion in the parser would exhaust the native stack before QuickJS's check",
+			js, int(js)*nativePerJS/2>>10, ws>>10)
 	}
 	if o.cacheDir != "" {
 		if err := prepareCacheDir(o.cacheDir); err != nil {
@@ -451,6 +448,14 @@ func (m *module) Close(ctx context.Context) error {
 // defaultThreadStack is the stack size of threads Go creates for cgo (the
 // default pthread stack size), or 0 when unknown.
 func defaultThreadStack() int { return int(C.kafig_default_thread_stack()) }
+
+// threadStackSize is defaultThreadStack while the thread stack checks are on.
+func threadStackSize() int {
+	if !checkThreadStack.Load() {
+		return 0
+	}
+	return defaultThreadStack()
+}
 
 // threadStackFree is how much native stack the current thread has left.
 func threadStackFree() uint64 { return uint64(C.kafig_thread_stack_free()) }

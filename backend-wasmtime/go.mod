@@ -1,6 +1,6 @@
 module github.com/kafig-dev/kafig/backend-wasmtime
 
-go 1.25
+go 1.25.0
 
 require (
 	github.com/bytecodealliance/wasmtime-go/v39 v39.0.1 // package wasmtimebackend: the engine (cgo; prebuilt static library)
@@ -9,6 +9,8 @@ require (
 	github.com/stretchr/testify v1.12.1 // tests
 	go.uber.org/goleak v1.3.0 // tests: no goroutine left behind
 )
+
+require github.com/kafig-dev/kafig/guest v0.0.0
 
 require go.yaml.in/yaml/v3 v3.0.5 // indirect
 

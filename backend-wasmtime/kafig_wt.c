@@ -15,25 +15,32 @@
 static const char kafig_stop_msg[] = "kafig: guest call stopped";
 static const char kafig_host_msg[] = "kafig: host function failed";
 
-static void kafig_set_msg(kafig_inst *inst, const char *prefix,
-                          const kafig_byte_vec_t *v) {
-	size_t plen = strlen(prefix);
+// kafig_set_msg copies v into inst->msg; a message too long for it keeps its
+// head and its tail (where wasmtime puts the cause, after the backtrace).
+static void kafig_set_msg(kafig_inst *inst, const kafig_byte_vec_t *v) {
+	static const char cut[] = "\n...\n";
 	size_t n = v ? v->size : 0;
-	if (plen >= KAFIG_MSGLEN)
-		plen = KAFIG_MSGLEN - 1;
-	memcpy(inst->msg, prefix, plen);
-	if (n > KAFIG_MSGLEN - 1 - plen)
-		n = KAFIG_MSGLEN - 1 - plen;
-	if (n > 0)
-		memcpy(inst->msg + plen, v->data, n);
-	// Trap messages may carry their own NUL; cut there.
-	inst->msg[plen + n] = 0;
+	// Messages may carry their own NUL; stop there.
+	if (n > 0 && memchr(v->data, 0, n))
+		n = strlen(v->data);
+	if (n <= KAFIG_MSGLEN - 1) {
+		if (n > 0)
+			memcpy(inst->msg, v->data, n);
+		inst->msg[n] = 0;
+		return;
+	}
+	size_t head = KAFIG_MSGLEN / 4;
+	size_t tail = KAFIG_MSGLEN - 1 - head - (sizeof cut - 1);
+	memcpy(inst->msg, v->data, head);
+	memcpy(inst->msg + head, cut, sizeof cut - 1);
+	memcpy(inst->msg + head + sizeof cut - 1, v->data + n - tail, tail);
+	inst->msg[KAFIG_MSGLEN - 1] = 0;
 }
 
 static void kafig_take_error(kafig_inst *inst, wasmtime_error_t *err) {
 	kafig_byte_vec_t v = {0, NULL};
 	wasmtime_error_message(err, &v);
-	kafig_set_msg(inst, "", &v);
+	kafig_set_msg(inst, &v);
 	wasm_byte_vec_delete(&v);
 	wasmtime_error_delete(err);
 }
@@ -44,7 +51,7 @@ static void kafig_take_trap(kafig_inst *inst, wasm_trap_t *trap) {
 	inst->has_trap_code = wasmtime_trap_code(trap, &code) ? 1 : 0;
 	inst->trap_code = code;
 	wasm_trap_message(trap, &v);
-	kafig_set_msg(inst, "", &v);
+	kafig_set_msg(inst, &v);
 	wasm_byte_vec_delete(&v);
 	wasm_trap_delete(trap);
 }

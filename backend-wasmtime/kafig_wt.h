@@ -157,7 +157,7 @@ extern void wasm_functype_delete(wasm_functype_t *type);
 #define KAFIG_NEXPORTS 11 // abi.ExportCount
 #define KAFIG_NIMPORTS 5  // abi.ImportCount
 #define KAFIG_MAXVALS 8   // the longest ABI signature is 5 values
-#define KAFIG_MSGLEN 512
+#define KAFIG_MSGLEN 2048
 
 // Results of kafig_call and kafig_inst_init.
 enum {

@@ -20,3 +20,5 @@ type wasmtimeBackend struct {
 func (b *wasmtimeBackend) Compile(ctx context.Context, wasm []byte) (backend.Module, error) {
 	return nil, errNoCgo
 }
+
+func threadStackSize() int { return 0 }

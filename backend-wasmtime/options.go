@@ -16,14 +16,33 @@ type options struct {
 	jsStack      uint32 // bytes; 0: derived from the max wasm stack
 }
 
-// Stack defaults, measured with the real guest (see stack_test.go and the
-// package documentation).
+// Stack defaults, measured with the real guest (TestGuestStackSweep; see
+// the package documentation).
+//
+// The deepest native stack per byte of QuickJS stack comes from the parser
+// on deeply nested unary operators (eval("-".repeat(200000) + "1")): 11.0
+// bytes of native stack per byte of QuickJS stack, measured at 2, 4 and 6
+// MiB of max wasm stack (clean up to 183, 372 and 558 KiB of QuickJS
+// stack). Other paths: the parser on nested brackets 6.7, JSON.parse 6.0,
+// Array.prototype.flat 8.0, a call through 200000 nested function Proxies
+// 10.1, plain JS recursion 4.6 or less. JSON.stringify of 200000 nested
+// arrays needs a fixed ~1.1-1.5 MiB whatever the QuickJS limit.
 const (
-	// DefaultMaxWasmStack is the native stack the guest may use per call.
-	DefaultMaxWasmStack = 4 << 20
+	// DefaultMaxWasmStack is the native stack the guest may use per call
+	// (when the threads' stack leaves room for it; see WithMaxWasmStack).
+	DefaultMaxWasmStack = 6 << 20
 	// DefaultJSStackLimit is the QuickJS stack limit advised for
-	// DefaultMaxWasmStack.
-	DefaultJSStackLimit = 256 << 10
+	// DefaultMaxWasmStack: the parser's worst case needs 2.75 MiB for it,
+	// a 2.2x margin.
+	DefaultJSStackLimit = DefaultMaxWasmStack / nativePerJS
+	// nativePerJS is how many bytes of max wasm stack the advised QuickJS
+	// limit gets per byte: the worst measured ratio (11.0) with a 2.2x
+	// margin.
+	nativePerJS = 24
+	// stackReserve is native stack kept free beyond the max wasm stack, for
+	// host functions called from the guest (wasmtime's limit does not cover
+	// them) and the trampolines around the call.
+	stackReserve = 1 << 20
 	// minJSStack is the least QuickJS stack limit Compile accepts.
 	minJSStack = 32 << 10
 )
@@ -44,17 +63,21 @@ func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = di
 func WithBackstop(on bool) Option { return func(o *options) { o.backstop = on } }
 
 // WithMaxWasmStack sets how many bytes of native stack the guest may use in
-// one call (default DefaultMaxWasmStack). The calling thread must have that
-// much plus a reserve left: Go runs cgo calls on threads with the default
-// pthread stack size (usually 8 MiB), so 8 MiB and more can never fit, and
-// Compile refuses such a value.
+// one call. The calling thread must have that much plus a 1 MiB reserve
+// left: Go runs cgo calls on threads with the default pthread stack size
+// (8 MiB with glibc and ulimit -s 8192), so 8 MiB and more can never fit,
+// and Compile refuses such a value (with 8 MiB the guest would run off the
+// thread's stack and crash the process). The default is
+// DefaultMaxWasmStack, or less when the default thread stack is too small
+// for it.
 func WithMaxWasmStack(bytes int) Option { return func(o *options) { o.maxWasmStack = bytes } }
 
 // WithJSStackLimit sets the QuickJS stack limit the backend advises (see
-// backend.StackAdvisor). The default is derived from the max wasm stack so
-// that deep recursion ends in QuickJS's own stack overflow error before the
-// native stack runs out. A larger value risks a wasm stack trap, which kills
-// the instance.
+// backend.StackAdvisor). The default is the max wasm stack / 24, so that deep
+// recursion ends in QuickJS's own stack overflow error before the native
+// stack runs out. Compile refuses a limit above max wasm stack / 12, which
+// the parser is known to overflow natively (a wasm trap, which kills the
+// instance).
 func WithJSStackLimit(bytes uint32) Option { return func(o *options) { o.jsStack = bytes } }
 
 // New returns the wasmtime backend. The value also implements
@@ -75,29 +98,24 @@ func (b *wasmtimeBackend) Name() string { return "wasmtime" }
 // JSStackLimit implements backend.StackAdvisor.
 func (b *wasmtimeBackend) JSStackLimit() uint32 { return b.opts.jsStackLimit() }
 
+// wasmStack is the max wasm stack: the explicit one, or the default made
+// to fit the default thread stack with the reserve.
 func (o options) wasmStack() int {
-	if o.maxWasmStack == 0 {
-		return DefaultMaxWasmStack
+	if o.maxWasmStack != 0 {
+		return o.maxWasmStack
 	}
-	return o.maxWasmStack
+	ws := DefaultMaxWasmStack
+	if ts := threadStackSize(); ts > 0 && ws+stackReserve > ts {
+		ws = max((ts-stackReserve)&^(64<<10-1), 0)
+	}
+	return ws
 }
 
-// jsStackLimit is the explicit limit, or one that scales with the max wasm
-// stack: DefaultJSStackLimit per DefaultMaxWasmStack.
+// jsStackLimit is the explicit limit, or the max wasm stack / nativePerJS.
 func (o options) jsStackLimit() uint32 {
 	if o.jsStack != 0 {
 		return o.jsStack
 	}
-	ws := o.wasmStack()
-	if ws <= 0 {
-		return DefaultJSStackLimit
-	}
-	l := uint64(ws) * DefaultJSStackLimit / DefaultMaxWasmStack
-	if l > abi.MaxJSStack {
-		l = abi.MaxJSStack
-	}
-	if l < minJSStack {
-		l = minJSStack
-	}
-	return uint32(l)
+	l := uint64(max(o.wasmStack(), 0)) / nativePerJS
+	return uint32(min(max(l, minJSStack), abi.MaxJSStack))
 }
