@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +23,17 @@ import (
 	"github.com/kafig-dev/kafig/kafig/backend"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	closeGuestModules()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func readWasm(t testing.TB, name string) []byte {
 	t.Helper()
@@ -361,7 +373,7 @@ var stopCases = []struct {
 		return ctx, cancel
 	}, context.Canceled},
 	{"deadline", func(backend.Instance) (context.Context, func()) {
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		return ctx, func() { <-ctx.Done(); cancel() }
 	}, context.DeadlineExceeded},
 }
@@ -370,13 +382,19 @@ func runAndStop(t *testing.T, inst backend.Instance, fn abi.Export, ctx context.
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- inst.Call(ctx, fn, make([]uint64, 4)) }()
+	return waitStopped(t, done, stop)
+}
+
+// waitStopped checks that a call runs until stop, then ends within a second.
+func waitStopped(t *testing.T, done chan error, stop func()) error {
+	t.Helper()
 	select {
 	case err := <-done:
 		t.Fatalf("the call ended by itself: %v", err)
-	case <-time.After(100 * time.Millisecond):
+	case <-time.After(50 * time.Millisecond): // still running
 	}
+	stop() // returns once the stop happened (for a deadline: once it passed)
 	stopped := time.Now()
-	stop()
 	select {
 	case err := <-done:
 		require.Less(t, time.Since(stopped), time.Second)
@@ -634,4 +652,27 @@ func TestConcurrentInstances(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+func TestDroppedInstanceIsFreed(t *testing.T) {
+	mod := compileFake(t)
+	freed := make(chan struct{})
+	func() {
+		inst, err := mod.Instantiate(context.Background(), (&host{t: t}).config())
+		require.NoError(t, err)
+		lin := inst.(*instance).lin
+		runtime.AddCleanup(lin, func(c chan struct{}) { close(c) }, freed)
+		_ = inst // dropped without Close
+	}()
+	deadline := time.After(5 * time.Second)
+	for {
+		runtime.GC()
+		select {
+		case <-freed:
+			return
+		case <-deadline:
+			t.Fatal("the memory of a dropped instance was not freed")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,25 @@ var (
 	errOutsideCall = errors.New("kafig: wazero: host import called outside an export call")
 )
 
+// setupExport marks the exports called once per instance (at setup) or
+// rarely: their api.Function is not kept, since each holds a native stack
+// (10 KiB at first) that an idle instance would carry for nothing.
+var setupExport = [abi.ExportCount]bool{
+	abi.ExportABIVersion: true,
+	abi.ExportExchange:   true,
+	abi.ExportSetLimits:  true,
+	abi.ExportAbort:      true,
+}
+
+// longCall: after a call that ran this long, the export's api.Function is
+// dropped and made again on the next call. wazero grows a function's native
+// stack as deep recursion needs it (about 10 KiB per level of JavaScript
+// recursion: some 33 MiB at the deepest recursion JSStackLimit allows) and
+// never shrinks it; kept, it would stay with an idle instance for good.
+// Growing the stack past about 1 MiB takes longer than this, and making an
+// api.Function again costs about a microsecond.
+const longCall = time.Millisecond
+
 // i32Results has bit k set when result k of an export is an i32.
 var i32Results = func() (out [abi.ExportCount]uint8) {
 	for e := range abi.ExportCount {
@@ -53,9 +73,9 @@ type instance struct {
 	mod     api.Module
 	lin     *mmapalloc.Memory
 	imports [abi.ImportCount]backend.HostFunc
-	// fns are the exports, resolved on first use: each api.Function owns a
-	// native stack (10 KiB at first), which an idle instance need not hold
-	// for exports it never calls.
+	// fns are the exports, resolved on first use (except setupExport): each
+	// api.Function owns a native stack (10 KiB at first), which an idle
+	// instance need not hold for exports it never calls.
 	fns [abi.ExportCount]api.Function
 
 	mem      memory
@@ -63,9 +83,22 @@ type instance struct {
 	cctx     callCtx
 	onCtxEnd func() // kill(stateCtxDone), allocated once for context.AfterFunc
 
-	state  atomic.Uint32
-	deadCh chan struct{} // closed when the instance leaves stateAlive by kill
-	trap   error         // why the instance died, for stateTrapped
+	state   atomic.Uint32
+	deadCh  chan struct{} // closed when the instance leaves stateAlive by kill
+	trap    error         // why the instance died, for stateTrapped
+	cleanup runtime.Cleanup
+}
+
+// leaked frees what an instance dropped without Close holds: its linear
+// memory lives outside the Go heap and would never be returned otherwise.
+type leaked struct {
+	mod api.Module
+	lin *mmapalloc.Memory
+}
+
+func (l leaked) free() {
+	_ = l.mod.Close(context.Background())
+	l.lin.Release()
 }
 
 func newInstance(m *module, mod api.Module, lin *mmapalloc.Memory, imports *[abi.ImportCount]backend.HostFunc) *instance {
@@ -74,6 +107,7 @@ func newInstance(m *module, mod api.Module, lin *mmapalloc.Memory, imports *[abi
 	i.memIface = &i.mem
 	i.cctx.inst = i
 	i.onCtxEnd = func() { i.kill(stateCtxDone) }
+	i.cleanup = runtime.AddCleanup(i, leaked.free, leaked{mod, lin})
 	return i
 }
 
@@ -106,7 +140,9 @@ func (i *instance) Call(ctx context.Context, fn abi.Export, stack []uint64) erro
 			i.fail(fmt.Errorf("kafig: wazero: export %s not found", fn.Name()))
 			return i.trap
 		}
-		i.fns[fn] = f
+		if !setupExport[fn] {
+			i.fns[fn] = f
+		}
 	}
 
 	i.cctx.parent = ctx
@@ -114,7 +150,11 @@ func (i *instance) Call(ctx context.Context, fn abi.Export, stack []uint64) erro
 	if i.m.backstop && ctx.Done() != nil {
 		stopWatch = context.AfterFunc(ctx, i.onCtxEnd)
 	}
+	start := time.Now()
 	err := i.callWithStack(f, stack)
+	if time.Since(start) > longCall {
+		i.fns[fn] = nil // let its native stack go (see longCall)
+	}
 	if stopWatch != nil {
 		stopWatch()
 	}
@@ -193,6 +233,7 @@ func (i *instance) Close(ctx context.Context) error {
 	if i.state.Swap(stateClosed) == stateClosed {
 		return nil
 	}
+	i.cleanup.Stop()
 	err := i.mod.Close(ctx)
 	i.lin.Release()
 	i.fns = [abi.ExportCount]api.Function{}

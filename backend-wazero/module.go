@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -35,7 +36,12 @@ type module struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+	cleanup   runtime.Cleanup
 }
+
+// closeRuntime closes the runtime of a module dropped without Close (and
+// whose instances are all unreachable too, since they refer to it).
+func closeRuntime(r wazero.Runtime) { _ = r.Close(context.Background()) }
 
 func badModule(format string, args ...any) error {
 	return fmt.Errorf("%w: wazero: "+format, append([]any{backend.ErrBadModule}, args...)...)
@@ -103,6 +109,7 @@ func compile(ctx context.Context, wasm []byte, cache wazero.CompilationCache, ba
 		WithRandSource(rand.Reader).
 		WithStdout(io.Discard).
 		WithStderr(io.Discard)
+	m.cleanup = runtime.AddCleanup(m, closeRuntime, r)
 	return m, nil
 }
 
@@ -246,7 +253,6 @@ func (m *module) Instantiate(ctx context.Context, cfg backend.InstanceConfig) (b
 	inst := newInstance(m, mod, lin, &cfg.Imports)
 	var stack [1]uint64
 	err = inst.Call(ctx, abi.ExportABIVersion, stack[:])
-	inst.fns[abi.ExportABIVersion] = nil // rarely called again: do not keep its stack
 	if err == nil && uint32(stack[0]) != abi.Version {
 		err = badModule("the guest's ABI version is %d, the host's %d", uint32(stack[0]), abi.Version)
 	}
@@ -274,6 +280,7 @@ func (m *module) instantiate(ctx context.Context) (mod api.Module, err error) {
 // any instance still open (their calls fail from then on).
 func (m *module) Close(ctx context.Context) error {
 	m.closeOnce.Do(func() {
+		m.cleanup.Stop()
 		m.closed.Store(true)
 		if err := m.r.Close(ctx); err != nil {
 			m.closeErr = fmt.Errorf("kafig: wazero: close: %w", err)
