@@ -36,27 +36,36 @@ import (
 )
 
 // jsStackLimit is the QuickJS stack limit (bytes of the guest's shadow stack)
-// that this backend advises: abi.MaxJSStack, the largest the guest takes.
+// that this backend advises: abi.DefaultJSStack, 256 KiB.
 //
-// wazero's compiler grows each call's native stack on demand up to a ceiling
-// of 400 MB, so the native stack is never what runs out first: the limit only
-// has to leave the guest's C code the margin below QuickJS's check that
-// abi.MaxJSStack keeps in the 1 MiB shadow stack. Measured with the guests of
-// commits 3c2efa4 and f8e2be2 (guest_test.go: TestGuestStackLimitSearch,
-// TestGuestDeepRecursion), at 896 KiB:
+// Any limit up to abi.MaxJSStack is safe with wazero: its compiler grows each
+// call's native stack on demand up to a ceiling of 400 MB, so the native stack
+// is never what runs out first, and the guest's C code keeps the margin below
+// QuickJS's check that abi.MaxJSStack leaves in the 1 MiB shadow stack.
+// Measured with the guests of commits 3c2efa4 and f8e2be2 (guest_test.go:
+// TestGuestStackLimitSearch, TestGuestDeepRecursion), at 256 KiB and at
+// 896 KiB (abi.MaxJSStack) alike:
 //
 //   - all 50 deep scripts of deepScripts (plain and mutual JS recursion,
 //     JSON.parse/stringify of 300000 levels, the parser on 300000 nested
 //     brackets, regexps, proxies, bound functions, getters, toString, sort,
 //     replace, generators, async functions...) end in QuickJS's error (or
-//     another clean status), none traps, and the instance stays usable;
-//   - plain JS recursion reaches 3184 frames (908 at 256 KiB, 1819 at 512 KiB);
-//   - the deepest recursion grows the call's native stack to about 33 MiB of
-//     Go heap (about 10 KiB per JavaScript frame; 68 MiB allocated in all
-//     through the doublings), released after the call (see longCall).
+//     another clean status), none traps, and the instance stays usable.
 //
-// WithJSStackLimit trades depth for that transient memory.
-const jsStackLimit = abi.MaxJSStack
+// What the limit trades:
+//
+//   - depth: plain JS recursion reaches 908 frames at 256 KiB, 1819 at
+//     512 KiB, 3184 at 896 KiB;
+//   - memory: wazero's native stack takes about 10 KiB per JavaScript frame,
+//     on the Go heap, outside the instance's memory limits: the deepest
+//     recursion grows it to 8 MiB at 256 KiB (17 MiB allocated through the
+//     doublings) and to 33 MiB at 896 KiB (68 MiB allocated). It is released
+//     after the call (see longCall).
+//
+// 256 KiB keeps that amplification small, matches the wasmtime backend, and
+// is what the conformance suite expects (some of its inputs overflow at
+// 256 KiB but not at 896 KiB). WithJSStackLimit(abi.MaxJSStack) buys depth.
+const jsStackLimit = abi.DefaultJSStack
 
 // Option configures the backend. Options never fail on their own: invalid
 // values are reported by Compile.

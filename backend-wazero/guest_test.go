@@ -310,35 +310,39 @@ func deepOutcome(t *testing.T, mod backend.Module, js uint32, src string) (bool,
 	return true, how
 }
 
-// TestGuestDeepRecursion: with the stack limit the backend advises, every
-// deep script ends in QuickJS's stack overflow error (or another clean one).
+// TestGuestDeepRecursion: with the stack limit the backend advises, and with
+// the largest WithJSStackLimit takes, every deep script ends in QuickJS's
+// stack overflow error (or another clean status), never in a trap.
 func TestGuestDeepRecursion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
 	mod := guestModule(t, "default")
-	js := New().(backend.StackAdvisor).JSStackLimit()
-	for _, src := range deepScripts {
-		start := time.Now()
-		ok, how := deepOutcome(t, mod, js, src)
-		require.True(t, ok, "%s: %s", src, how)
-		t.Logf("%-60.60s %6.2fs %.80s", src, time.Since(start).Seconds(), how)
+	for _, js := range []uint32{New().(backend.StackAdvisor).JSStackLimit(), abi.MaxJSStack} {
+		for _, src := range deepScripts {
+			start := time.Now()
+			ok, how := deepOutcome(t, mod, js, src)
+			require.True(t, ok, "js=%d: %s: %s", js, src, how)
+			t.Logf("js=%d KiB %-60.60s %6.2fs %.80s", js>>10, src, time.Since(start).Seconds(), how)
+		}
 	}
 }
 
 // TestGuestDeepRecursionMemory: the native stack a deep recursion grows is
-// not kept by the idle instance, and the depth is what JSStackLimit says.
+// not kept by the idle instance.
 func TestGuestDeepRecursionMemory(t *testing.T) {
-	g := newJSGuest(t, guestModule(t, "default"), 0, 256*mib, New().(backend.StackAdvisor).JSStackLimit())
-	g.mustEval("1")
-	before, _ := footprint()
-	depth := g.mustEval(`let d = 0; function r(){ d++; r() } try { r() } catch (e) {} d`)
-	after, _ := footprint()
-	t.Logf("plain JS recursion depth %s; Go heap kept after it: %d KiB", depth, (after-before)>>10)
-	require.Less(t, after-before, int64(2*mib))
-	n, err := strconv.Atoi(depth)
-	require.NoError(t, err)
-	require.Greater(t, n, 3000)
+	for _, js := range []uint32{New().(backend.StackAdvisor).JSStackLimit(), abi.MaxJSStack} {
+		g := newJSGuest(t, guestModule(t, "default"), 0, 256*mib, js)
+		g.mustEval("1")
+		before, _ := footprint()
+		depth := g.mustEval(`let d = 0; function r(){ d++; r() } try { r() } catch (e) {} d`)
+		after, _ := footprint()
+		t.Logf("js=%d KiB: plain JS recursion depth %s; Go heap kept after it: %d KiB", js>>10, depth, (after-before)>>10)
+		require.Less(t, after-before, int64(2*mib))
+		n, err := strconv.Atoi(depth)
+		require.NoError(t, err)
+		require.Greater(t, n, int(js/300), "about 280 bytes of shadow stack per frame")
+	}
 }
 
 // TestGuestStackLimitSearch measures which QuickJS stack limits keep every
@@ -406,4 +410,26 @@ func footprint() (heap, rss int64) {
 		}
 	}
 	return int64(ms.HeapAlloc), rss
+}
+
+// TestGuestStackRetention reports the most Go heap (grown native stack) an
+// idle instance keeps after a recursion that ends just under longCall.
+func TestGuestStackRetention(t *testing.T) {
+	mod := guestModule(t, "nobackstop", WithBackstop(false)) // the faster case
+	var worst int64
+	for n := 10; n <= 400; n += 10 {
+		g := newJSGuest(t, mod, 0, 256*mib, abi.MaxJSStack)
+		g.mustEval(`function f(n){ return n ? f(n-1) : 0 }`)
+		before, _ := footprint()
+		start := time.Now()
+		g.mustEval(`f(` + strconv.Itoa(n) + `)`)
+		took := time.Since(start)
+		after, _ := footprint()
+		if after-before > worst {
+			worst = after - before
+			t.Logf("f(%d): %v, Go heap kept %d KiB", n, took, (after-before)>>10)
+		}
+		_ = g.inst.Close(context.Background())
+	}
+	require.Less(t, worst, int64(8*mib))
 }

@@ -50,11 +50,12 @@ var setupExport = [abi.ExportCount]bool{
 // longCall: after a call that ran this long, the export's api.Function is
 // dropped and made again on the next call. wazero grows a function's native
 // stack as deep recursion needs it (about 10 KiB per level of JavaScript
-// recursion: some 33 MiB at the deepest recursion JSStackLimit allows) and
-// never shrinks it; kept, it would stay with an idle instance for good.
-// Growing the stack past about 1 MiB takes longer than this, and making an
+// recursion: 8 MiB at the deepest recursion of the default JSStackLimit,
+// 33 MiB at abi.MaxJSStack) and never shrinks it; kept, it would stay with
+// an idle instance for good. Growing it far takes longer than this (see
+// TestGuestStackRetention for what a faster call can leave), and making an
 // api.Function again costs about a microsecond.
-const longCall = time.Millisecond
+const longCall = 500 * time.Microsecond
 
 // i32Results has bit k set when result k of an export is an i32.
 var i32Results = func() (out [abi.ExportCount]uint8) {
