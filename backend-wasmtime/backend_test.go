@@ -466,9 +466,15 @@ func TestDiskCache(t *testing.T) {
 	orig, err := os.ReadFile(files[0])
 	require.NoError(t, err)
 
-	// Loaded from the cache.
+	// Loaded from the cache, also under another max wasm stack.
+	hits := diskHits.Load()
 	m, err = b.Compile(ctx, fakeWasm)
 	require.NoError(t, err)
+	assert.Equal(t, hits+1, diskHits.Load())
+	m2, err := New(WithCacheDir(dir), WithMaxWasmStack(2<<20)).Compile(ctx, fakeWasm)
+	require.NoError(t, err)
+	assert.Equal(t, hits+2, diskHits.Load())
+	require.NoError(t, m2.Close(ctx))
 	var rec recorder
 	in, err := m.Instantiate(ctx, backend.InstanceConfig{Imports: rec.imports()})
 	require.NoError(t, err)
@@ -483,6 +489,7 @@ func TestDiskCache(t *testing.T) {
 	assert.Nil(t, readCache(files[0], [32]byte(orig[8:40])))
 	m, err = b.Compile(ctx, fakeWasm)
 	require.NoError(t, err)
+	assert.Equal(t, hits+2, diskHits.Load(), "the corrupt file was not loaded")
 	in, err = m.Instantiate(ctx, backend.InstanceConfig{Imports: rec.imports()})
 	require.NoError(t, err)
 	assert.Equal(t, uint64(3), call(t, in, abi.ExportEval, 1, 2, 0)[0])
@@ -492,6 +499,9 @@ func TestDiskCache(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, orig[:72], again[:72])
 	assert.NotNil(t, readCache(files[0], [32]byte(orig[8:40])))
+	files, err = filepath.Glob(filepath.Join(dir, "*"))
+	require.NoError(t, err)
+	assert.Len(t, files, 1, "one file, no temporary left")
 
 	// A dir others can write to is refused.
 	open := filepath.Join(t.TempDir(), "open")

@@ -84,10 +84,15 @@ func cachedModules() int {
 	return len(cache)
 }
 
-func (c *compiled) acquire() {
+// tryAcquire takes a reference unless the compiled code is already freed.
+func (c *compiled) tryAcquire() bool {
 	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	if c.refs <= 0 {
+		return false
+	}
 	c.refs++
-	cacheMu.Unlock()
+	return true
 }
 
 func (c *compiled) release() {
@@ -145,7 +150,9 @@ func (b *wasmtimeBackend) Compile(ctx context.Context, wasm []byte) (backend.Mod
 	}
 	sum := sha256.Sum256(wasm)
 	settings := settingsKey(o)
-	key := string(sum[:]) + settings
+	// The engine's max wasm stack is not in the file's key, but is in the
+	// process's: it is a setting of the Engine.
+	key := fmt.Sprintf("%x/%s/%d", sum, settings, o.wasmStack())
 
 	cacheMu.Lock()
 	c := cache[key]
@@ -206,6 +213,7 @@ func (c *compiled) build(o options, wasm []byte, sum [32]byte, settings string) 
 		if payload := readCache(path, sum); payload != nil {
 			if m, err := wasmtime.NewModuleDeserialize(c.engine, payload); err == nil {
 				c.module = m
+				diskHits.Add(1)
 			}
 		}
 	}
@@ -423,6 +431,9 @@ func wasmKind(t abi.ValType) C.uint8_t {
 	}
 	return C.KAFIG_WASM_I32
 }
+
+// diskHits counts modules loaded from the on-disk cache (for tests).
+var diskHits atomic.Int64
 
 // checkThreadStack turns the thread stack checks (in Compile and before each
 // call) off for tests that show what they prevent.

@@ -51,10 +51,12 @@ func wasmtimeVersion() string {
 }
 
 // settingsKey identifies everything besides the wasm bytes that the compiled
-// code depends on.
+// code depends on. The max wasm stack is not part of it: it is a runtime
+// setting, and wasmtime loads an artifact compiled under another one (it
+// refuses one compiled with another epoch interruption setting).
 func settingsKey(o options) string {
-	s := fmt.Sprintf("kafig-wasmtime/1 %s %s/%s backstop=%t maxwasmstack=%d",
-		wasmtimeVersion(), runtime.GOOS, runtime.GOARCH, o.backstop, o.wasmStack())
+	s := fmt.Sprintf("kafig-wasmtime/1 %s %s/%s backstop=%t",
+		wasmtimeVersion(), runtime.GOOS, runtime.GOARCH, o.backstop)
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:8])
 }

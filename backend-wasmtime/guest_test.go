@@ -199,7 +199,7 @@ func BenchmarkGuestLoop(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			g := newJSGuest(b, guestModule(b, WithBackstop(bs)), 0)
 			for b.Loop() {
-				st, res, err := g.eval(`let s = 0; for (let i = 0; i < 1e6; i++) s = (s + i * 7) % 1000003; s`)
+				st, res, err := g.eval(`(() => { let s = 0; for (let i = 0; i < 1e6; i++) s = (s + i * 7) % 1000003; return s })()`)
 				if err != nil || st != abi.StatusOK {
 					b.Fatal(st, res, err)
 				}
@@ -217,5 +217,21 @@ func BenchmarkGuestEval(b *testing.B) {
 		if st, res, err := g.eval(`1+1`); err != nil || st != abi.StatusOK {
 			b.Fatal(st, res, err)
 		}
+	}
+}
+
+// BenchmarkGuestInstantiate: a fresh instance of the real guest (Store,
+// copy-on-write memory image, host functions, ABI version check).
+func BenchmarkGuestInstantiate(b *testing.B) {
+	defer closeGuestModules()
+	m := guestModule(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		in, err := m.Instantiate(ctx, backend.InstanceConfig{Imports: guestImports()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = in.Close(ctx)
 	}
 }

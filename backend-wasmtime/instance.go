@@ -83,7 +83,9 @@ func (m *module) Instantiate(ctx context.Context, cfg backend.InstanceConfig) (_
 		return nil, fmt.Errorf("kafig: instantiate: %w", err)
 	}
 	c := m.c
-	c.acquire()
+	if !c.tryAcquire() {
+		return nil, errors.New("kafig: instantiate: module is closed")
+	}
 	i := &instance{comp: c, imports: cfg.Imports}
 	i.mem.i = i
 	defer func() {

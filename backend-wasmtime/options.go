@@ -20,13 +20,12 @@ type options struct {
 // the package documentation).
 //
 // The deepest native stack per byte of QuickJS stack comes from the parser
-// on deeply nested unary operators (eval("-".repeat(200000) + "1")): 11.0
+// on deeply nested prefix operators (eval("-".repeat(200000) + "1")): 11.0
 // bytes of native stack per byte of QuickJS stack, measured at 2, 4 and 6
 // MiB of max wasm stack (clean up to 183, 372 and 558 KiB of QuickJS
-// stack). Other paths: the parser on nested brackets 6.7, JSON.parse 6.0,
-// Array.prototype.flat 8.0, a call through 200000 nested function Proxies
-// 10.1, plain JS recursion 4.6 or less. JSON.stringify of 200000 nested
-// arrays needs a fixed ~1.1-1.5 MiB whatever the QuickJS limit.
+// stack). Other paths: a call through 100000 nested function Proxies 10.1,
+// Array.prototype.flat and nested assignments 8.0, the parser on nested
+// brackets and JSON.stringify 6.7, JSON.parse 6.1, plain JS recursion 2.4.
 const (
 	// DefaultMaxWasmStack is the native stack the guest may use per call
 	// (when the threads' stack leaves room for it; see WithMaxWasmStack).

@@ -128,7 +128,7 @@ type stackOutcome struct {
 // runDeep runs src in a fresh instance of the guest compiled with the given
 // max wasm stack, with QuickJS stack limit js.
 func runDeep(t *testing.T, maxWasmStack int, js uint32, src string) stackOutcome {
-	m := guestModule(t, WithMaxWasmStack(maxWasmStack), WithJSStackLimit(js))
+	m := guestModule(t, WithMaxWasmStack(maxWasmStack))
 	g := newJSGuest(t, m, js)
 	st, res, err := g.eval(src)
 	if err != nil {
