@@ -188,10 +188,15 @@ func (in *Instance) operate(async bool, fn abi.Export) (json.RawMessage, error) 
 	st := abi.Status(uint32(in.stack[0]))
 	if async {
 		st, err = in.settleLoop(st)
-		in.endAsync()
 		if err != nil {
+			in.endAsync()
 			return nil, err
 		}
+		// Read the result before endAsync: kafig_abort (for RPCs the script
+		// left pending) resets the exchange area.
+		res, rerr := in.result(st)
+		in.endAsync()
+		return res, rerr
 	}
 	return in.result(st)
 }

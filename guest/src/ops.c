@@ -43,6 +43,9 @@ static int op_end(int status)
         JS_DiscardPendingJobs(rt);
         rejections_clear();
         cache_clear();
+        /* garbage in cycles (e.g. what a bomb built before it failed) is
+         * only freed by the cycle collector */
+        JS_RunGC(rt);
     }
     limit_status = 0;
     stack_overflow_hit = 0;
@@ -191,6 +194,8 @@ static int in_range(uint32_t ptr, uint32_t len)
  * operation hits a limit. */
 #define CACHE_SLOTS 32
 #define CACHE_MAX_INPUT 8192
+#define COMPILE_HEADROOM (1 << 20)
+static JSValue compile_input(const char *p, uint32_t len, uint32_t kind);
 enum { KIND_SCRIPT, KIND_ASYNC_SCRIPT, KIND_BYTECODE };
 struct cache_entry {
     uint32_t hash, len, kind;
@@ -269,6 +274,28 @@ static JSValue compiled(const char *p, uint32_t len, uint32_t kind)
     JSValue fn = cache_find(p, len, kind, &slot, &hash);
     if (!JS_IsUndefined(fn))
         return fn;
+    /* QuickJS's compiler does not survive every allocation failure (a full
+     * heap made it trap): compile with headroom above the limit; running
+     * the result then meets the limit in the interpreter, which handles it. */
+    if (heap_state && heap_state->malloc_limit != (size_t)-1) {
+        size_t limit = heap_state->malloc_limit;
+        size_t extra = COMPILE_HEADROOM + (len < (1u << 26) ? (size_t)len * 8 : (size_t)1 << 29);
+        heap_state->malloc_limit = limit > SIZE_MAX - 1 - extra ? SIZE_MAX - 1 : limit + extra;
+        fn = compile_input(p, len, kind);
+        heap_state->malloc_limit = limit;
+    } else {
+        fn = compile_input(p, len, kind);
+    }
+    if (JS_IsException(fn))
+        return fn;
+    if (!limit_status)
+        cache_store(slot, hash, p, len, kind, fn);
+    return fn;
+}
+
+static JSValue compile_input(const char *p, uint32_t len, uint32_t kind)
+{
+    JSValue fn;
     if (kind == KIND_BYTECODE) {
         fn = JS_ReadObject(ctx, (const uint8_t *)p, len, JS_READ_OBJ_BYTECODE);
         if (JS_IsException(fn))
@@ -281,11 +308,7 @@ static JSValue compiled(const char *p, uint32_t len, uint32_t kind)
         fn = JS_Eval(ctx, p, len, "<eval>",
                      JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY |
                          (kind == KIND_ASYNC_SCRIPT ? JS_EVAL_FLAG_ASYNC : 0));
-        if (JS_IsException(fn))
-            return fn;
     }
-    if (!limit_status)
-        cache_store(slot, hash, p, len, kind, fn);
     return fn;
 }
 
