@@ -598,3 +598,49 @@ func TestContextEndsWhileIdle(t *testing.T) {
 	// A call with the ended context is stopped before it starts.
 	assert.ErrorIs(t, in.Call(ctx, abi.ExportEval, []uint64{1, 2, 0}), backend.ErrStopped)
 }
+
+// Wasmtime installs its own SIGSEGV handler; Go's nil dereferences must
+// still become panics, in a host function called from the guest and in plain
+// Go code.
+func TestNilDereferenceStillPanics(t *testing.T) {
+	m := compileFake(t)
+	var rec recorder
+	var p *struct{ x int }
+	rec.answer = func(ctx context.Context, mem backend.Memory, imp abi.Import, stack []uint64) {
+		stack[0] = uint64(p.x)
+	}
+	in := instantiate(t, m, backend.InstanceConfig{Imports: rec.imports()})
+	err := in.Call(context.Background(), abi.ExportDispatch, make([]uint64, 4))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nil pointer dereference")
+	t.Log(err)
+
+	func() {
+		defer func() { assert.NotNil(t, recover()) }()
+		_ = p.x
+	}()
+}
+
+// A stop while a host function blocks ends the call when it returns.
+func TestStopDuringHostFunction(t *testing.T) {
+	for _, bs := range []bool{true, false} {
+		m := compileFake(t, WithBackstop(bs))
+		var rec recorder
+		entered := make(chan struct{})
+		release := make(chan struct{})
+		rec.answer = func(ctx context.Context, mem backend.Memory, imp abi.Import, stack []uint64) {
+			if imp == abi.ImportRPCSync {
+				close(entered)
+				<-release
+			}
+		}
+		in := instantiate(t, m, backend.InstanceConfig{Imports: rec.imports()})
+		done := make(chan error, 1)
+		go func() { done <- in.Call(context.Background(), abi.ExportDispatch, make([]uint64, 4)) }()
+		<-entered
+		in.Stop()
+		close(release)
+		assert.ErrorIs(t, <-done, backend.ErrStopped)
+		assert.Empty(t, rec.got(abi.ImportRPCSyncTake), "no import after the stop")
+	}
+}

@@ -107,6 +107,10 @@ static wasm_trap_t *kafig_host_cb(void *env, wasmtime_caller_t *caller,
 	kafig_refresh_mem(inst, wasmtime_caller_context(caller));
 	if (kafigHostCall(inst->go, e->idx, vals, nvals) != 0)
 		return wasmtime_trap_new(kafig_host_msg, sizeof kafig_host_msg - 1);
+	// A stop that came while the host function ran (e.g. a blocking RPC)
+	// takes effect now, not at the guest's next epoch check.
+	if (__atomic_load_n(&inst->stop, __ATOMIC_ACQUIRE))
+		return wasmtime_trap_new(kafig_stop_msg, sizeof kafig_stop_msg - 1);
 	return NULL;
 }
 
