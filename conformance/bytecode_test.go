@@ -223,7 +223,7 @@ func TestBytecode(t *testing.T) {
 			_, err := rt.Compile(t.Context(), `1`)
 			assert.ErrorIs(t, err, kafig.ErrClosed)
 		}},
-		{name: "compiled-limits-apply", opts: func(c *cctx) []kafig.InstanceOption {
+		{name: "compiled-limits-apply", after: usableOrDead, opts: func(c *cctx) []kafig.InstanceOption {
 			return c.std(kafig.WithJSMemoryLimit(4 << 20))
 		}, run: func(t *testing.T, c *cctx) {
 			bc := c.compile(`const a = []; for (;;) a.push({})`)

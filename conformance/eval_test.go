@@ -183,7 +183,7 @@ func TestErrors(t *testing.T) {
 		{name: "hostile-toString", src: `throw {toString() { throw new Error("no") }}`, check: isJsError("Error", "")},
 		{name: "hostile-proxy-thrown", src: `throw new Proxy({}, {get() { throw 1 }})`, check: isJsError("Error", "")},
 		{name: "hostile-getters-on-plain-object", src: `throw {get name() { throw 1 }, get message() { throw 2 }}`, check: isJsError("Error", "")},
-		{name: "hostile-looping-stack-getter", timeout: hangTimeout, src: `
+		{name: "hostile-looping-stack-getter", timeout: hangTimeout, after: usableOrDead, src: `
 			var e = new Error("x")
 			Object.defineProperty(e, "stack", {get() { for (;;) {} }})
 			throw e`, check: isDeadline},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,9 +96,10 @@ func newRuntime(t testing.TB, b backendEntry, opts ...kafig.Option) *kafig.Runti
 type after int
 
 const (
-	// usable: the instance still evaluates 1+1 (the default).
+	// usable: the instance still evaluates afterCheck (the default).
 	usable after = iota
-	// usableOrDead: it evaluates 1+1 or reports ErrInstanceDead on every call.
+	// usableOrDead: it evaluates afterCheck or reports ErrInstanceDead on
+	// every call (a call stopped from outside: see WithInterruptCallback).
 	usableOrDead
 	// closed: every call reports ErrClosed.
 	closed
@@ -112,8 +114,9 @@ type tcase struct {
 	rtOpts []kafig.Option
 	// opts returns the instance's options; nil means the standard router.
 	opts func(c *cctx) []kafig.InstanceOption
-	// src is evaluated with Eval (WithAsync when async); its result and
-	// error go to check, or are compared with want.
+	// src is evaluated with Eval (WithAsync when async: for run, async
+	// only documents the flow); its result and error go to check, or are
+	// compared with want.
 	src   string
 	async bool
 	want  string // the expected result as JSON, when check is nil
@@ -128,6 +131,9 @@ type tcase struct {
 	slow bool
 	// noInstance: the case makes its own instances (run only).
 	noInstance bool
+	// bug names the bug in another module that makes this case fail; a
+	// failure then says so.
+	bug string
 }
 
 // cctx is what a running case sees.
@@ -174,6 +180,18 @@ func runCases(t *testing.T, cases []tcase) {
 }
 
 func runCase(t *testing.T, b backendEntry, tc tcase) {
+	if tc.bug != "" {
+		// A known bug, recorded on the issue: skipped so the suite stays a
+		// gate, run with KAFIG_KNOWN_BUGS=1 to see it fail.
+		if os.Getenv("KAFIG_KNOWN_BUGS") == "" {
+			t.Skipf("BUG (known, in another module; KAFIG_KNOWN_BUGS=1 runs it): %s", tc.bug)
+		}
+		defer func() {
+			if t.Failed() {
+				t.Errorf("BUG (known, in another module): %s", tc.bug)
+			}
+		}()
+	}
 	c := &cctx{t: t, b: b, started: make(chan string, 64)}
 	if tc.rtOpts != nil {
 		c.rt = newRuntime(t, b, tc.rtOpts...)
@@ -312,6 +330,20 @@ func (c *cctx) mustEval(src string, opts ...kafig.EvalOption) json.RawMessage {
 	require.NoError(c.t, err, "eval %.80q", src)
 	return res
 }
+
+// ---- known bugs in other modules (cases that fail because of them) ----
+
+const (
+	bugFullHeapTrap = "guest: with the heap full (a global keeps the garbage), creating a new " +
+		"global property (`x = 1`) traps inside QuickJS (out of bounds memory access / unreachable) " +
+		"and the instance is dead, instead of memory_limit_exceeded"
+	bugPreludeRPCSync = "kafig: WithPrelude says host.rpcSync works with the instance's router, but " +
+		"New checks the prelude in a throwaway instance without a router, so a prelude that calls " +
+		"host.rpcSync fails New with \"unknown RPC method\""
+	bugLateRejection = "guest: an unhandled rejection reaches WithPromiseRejectionHandler only when " +
+		"promise jobs run, not when it occurs (README: \"called immediately\"; ABI.md: \"at once\"), " +
+		"so returning true cannot stop the synchronous code that follows the rejection"
+)
 
 // ---- the standard router ----
 

@@ -174,7 +174,7 @@ func TestHostile(t *testing.T) {
 				assert.Equal(t, 2+20<<20, len(res))
 			}
 		}},
-		{name: "result-many-keys", src: `const o = {}; for (let i = 0; i < 2e5; i++) o["k" + i] = i; o`, check: func(t tT, _ *cctx, res json.RawMessage, err error) {
+		{name: "result-many-keys", slow: true, src: `const o = {}; for (let i = 0; i < 2e5; i++) o["k" + i] = i; o`, check: func(t tT, _ *cctx, res json.RawMessage, err error) {
 			var m map[string]int
 			if assert.NoError(t, err) && assert.NoError(t, json.Unmarshal(res, &m)) {
 				assert.Len(t, m, 200000)
@@ -188,9 +188,9 @@ func TestHostile(t *testing.T) {
 			const ps = []; for (let i = 0; i < 20000; i++) ps.push(host.rpc("nope" + i).catch(() => 1))
 			;(await Promise.all(ps)).length`, check: anyOf(isValue(`20000`), isMemoryLimit)},
 		{name: "rpcSync-flood", src: `let s = 0; for (let i = 0; i < 100000; i++) s += host.rpcSync("echo", 1); s`, want: `100000`},
-		{name: "rpcSync-flood-unknown", src: `let n = 0; for (let i = 0; i < 50000; i++) { try { host.rpcSync("nope") } catch { n++ } } n`, want: `50000`},
+		{name: "rpcSync-flood-unknown", slow: true, src: `let n = 0; for (let i = 0; i < 50000; i++) { try { host.rpcSync("nope") } catch { n++ } } n`, want: `50000`},
 		{name: "rpcSync-flood-errors", src: `let n = 0; for (let i = 0; i < 20000; i++) { try { host.rpcSync("panic") } catch { n++ } } n`, want: `20000`},
-		{name: "rejection-flood", async: true, run: func(t *testing.T, c *cctx) {
+		{name: "rejection-flood", slow: true, async: true, run: func(t *testing.T, c *cctx) {
 			var n atomic.Int64
 			c.inst = c.newInstance(func(c *cctx) []kafig.InstanceOption {
 				return c.std(kafig.WithPromiseRejectionHandler(func(*kafig.JsError) bool { n.Add(1); return false }))
@@ -199,7 +199,7 @@ func TestHostile(t *testing.T) {
 			anyOf(isValue(`1`), isMemoryLimit)(t, c, res, err)
 			t.Logf("%d rejections reported", n.Load())
 		}},
-		{name: "event-registration-flood", src: `for (let i = 0; i < 100000; i++) host.on("e" + i, () => i); 1`, check: anyOf(isValue(`1`), isMemoryLimit)},
+		{name: "event-registration-flood", slow: true, src: `for (let i = 0; i < 100000; i++) host.on("e" + i, () => i); 1`, check: anyOf(isValue(`1`), isMemoryLimit)},
 		{name: "goroutines-after-floods", async: true, run: func(t *testing.T, c *cctx) {
 			base := runtime.NumGoroutine()
 			for range 3 {

@@ -28,45 +28,54 @@ func pages(n uint32) func(c *cctx) []kafig.InstanceOption {
 
 // bombs are allocation bombs of several shapes. Their garbage is
 // unreachable once they fail, so the instance must be usable afterwards.
-var bombs = []struct{ name, src string }{
-	{"array-of-objects", `(() => { const a = []; for (;;) a.push({i: a.length}) })()`},
-	{"cyclic-objects", `(() => { const a = []; for (;;) a.push({a}) })()`},
-	{"cyclic-closures", `(() => { let o = {}; for (;;) { const p = {prev: o}; p.f = () => p; o = p } })()`},
-	{"array-of-strings", `(() => { const a = []; for (;;) a.push("x".repeat(1000) + a.length) })()`},
-	{"doubling-flat-strings", `(() => { let keep; for (let n = 1;; n *= 2) keep = "x".repeat(n) })()`},
-	{"huge-array-buffer", `new ArrayBuffer(1 << 30).byteLength`},
-	{"typed-arrays", `(() => { const a = []; for (;;) a.push(new Float64Array(1e5)) })()`},
-	{"map-entries", `(() => { const m = new Map(); for (let i = 0;; i++) m.set(i, {i}) })()`},
-	{"object-properties", `(() => { const o = {}; for (let i = 0;; i++) o["k" + i] = i })()`},
-	{"array-fill", `new Array(1e8).fill(0).length`},
-	{"array-from", `Array.from({length: 1e8}, (_, i) => i).length`},
-	{"closure-chain", `(() => { let f = () => 0; for (;;) { const g = f; f = () => g() + 1 } })()`},
-	{"join", `new Array(1e7).join("abcdefgh").length`},
-	{"pending-promises", `(() => { const a = []; for (;;) a.push(new Promise(() => {})) })()`},
-	{"symbols", `(() => { const a = []; for (;;) a.push(Symbol("s" + a.length)) })()`},
-	{"string-repeat", `"x".repeat(2 ** 29).length`},
-	{"pad-end", `"x".padEnd(2 ** 29, "yz").length`},
-	{"bound-function-chain", `(() => { let f = function () { return 1 }; for (;;) f = f.bind(null, 1) })()`},
-	{"json-parse", `JSON.parse("[" + "1,".repeat(1 << 24) + "1]").length`},
-	{"regexp-input", `/(x)+/.exec("x".repeat(1 << 24))[0].length`},
-	{"split", `"ab".repeat(1 << 22).split("").length`},
-	{"caught-and-retried", `(() => { function bomb() { const a = []; for (;;) a.push([1, 2, 3]) } try { bomb() } catch { bomb() } })()`},
-	{"caught-and-swallowed", `(() => { try { const a = []; for (;;) a.push({}) } catch (e) { return "swallowed" } })()`},
-	{"catch-loop", `(() => { for (;;) { try { const a = []; for (;;) a.push({}) } catch (e) {} } })()`},
-	{"finally-retries", `(() => { for (;;) { try { const a = []; for (;;) a.push({}) } finally { continue } } })()`},
+var bombs = []struct{ name, src, bug string }{
+	{"array-of-objects", `(() => { const a = []; for (;;) a.push({i: a.length}) })()`, ""},
+	{"cyclic-objects", `(() => { const a = []; for (;;) a.push({a}) })()`, ""},
+	{"cyclic-closures", `(() => { let o = {}; for (;;) { const p = {prev: o}; p.f = () => p; o = p } })()`, ""},
+	{"array-of-strings", `(() => { const a = []; for (;;) a.push("x".repeat(1000) + a.length) })()`, ""},
+	{"doubling-flat-strings", `(() => { let keep; for (let n = 1;; n *= 2) keep = "x".repeat(n) })()`, ""},
+	{"huge-array-buffer", `new ArrayBuffer(1 << 30).byteLength`, ""},
+	{"typed-arrays", `(() => { const a = []; for (;;) a.push(new Float64Array(1e5)) })()`, ""},
+	{"map-entries", `(() => { const m = new Map(); for (let i = 0;; i++) m.set(i, {i}) })()`, ""},
+	{"object-properties", `(() => { const o = {}; for (let i = 0;; i++) o["k" + i] = i })()`, ""},
+	{"array-fill", `new Array(1e8).fill(0).length`, ""},
+	{"array-from", `Array.from({length: 1e8}, (_, i) => i).length`, ""},
+	{"closure-chain", `(() => { let f = () => 0; for (;;) { const g = f; f = () => g() + 1 } })()`, ""},
+	{"join", `new Array(1e7).join("abcdefgh").length`, ""},
+	{"pending-promises", `(() => { const a = []; for (;;) a.push(new Promise(() => {})) })()`, ""},
+	{"symbols", `(() => { const a = []; for (;;) a.push(Symbol("s" + a.length)) })()`, ""},
+	{"string-repeat", `"x".repeat(2 ** 29).length`, ""},
+	{"pad-end", `"x".padEnd(2 ** 29, "yz").length`, ""},
+	{"bound-function-chain", `(() => { let f = function () { return 1 }; for (;;) f = f.bind(null, 1) })()`, ""},
+	{"json-parse", `JSON.parse("[" + "1,".repeat(1 << 24) + "1]").length`, ""},
+	{"regexp-input", `/(x)+/.exec("x".repeat(1 << 24))[0].length`, ""},
+	{"split", `"ab".repeat(1 << 22).split("").length`, ""},
+	{"caught-and-retried", `(() => { function bomb() { const a = []; for (;;) a.push([1, 2, 3]) } try { bomb() } catch { bomb() } })()`, ""},
+	{"caught-and-swallowed", `(() => { try { const a = []; for (;;) a.push({}) } catch (e) { return "swallowed" } })()`, ""},
+	{"catch-loop", `(() => { for (;;) { try { const a = []; for (;;) a.push({}) } catch (e) {} } })()`, ""},
+	{"finally-retries", `(() => { for (;;) { try { const a = []; for (;;) a.push({}) } finally { continue } } })()`, ""},
 }
 
 // TestMemory: the JS heap limit and the linear memory limit.
 func TestMemory(t *testing.T) {
 	var cases []tcase
+	// Every shape against both limits; with -short, some shapes against the
+	// heap limit and fewer against the linear memory limit.
+	shortHeap := map[string]bool{"array-of-objects": true, "cyclic-objects": true, "array-of-strings": true,
+		"doubling-flat-strings": true, "huge-array-buffer": true, "typed-arrays": true, "map-entries": true,
+		"string-repeat": true, "json-parse": true, "caught-and-retried": true, "caught-and-swallowed": true,
+		"catch-loop": true, "finally-retries": true}
+	shortPages := map[string]bool{"array-of-objects": true, "array-of-strings": true, "huge-array-buffer": true, "cyclic-objects": true}
 	for _, b := range bombs {
 		cases = append(cases,
-			tcase{name: "heap-" + b.name, opts: heap(8 << 20), src: b.src, check: isMemoryLimit},
-			tcase{name: "pages-" + b.name, opts: pages(160), src: b.src, check: isMemoryLimit},
+			tcase{name: "heap-" + b.name, opts: heap(4 << 20), src: b.src, check: isMemoryLimit, bug: b.bug, slow: !shortHeap[b.name]},
+			tcase{name: "pages-" + b.name, opts: pages(96), src: b.src, check: isMemoryLimit, bug: b.bug, slow: !shortPages[b.name]},
 		)
 	}
 	cases = append(cases, []tcase{
 		{name: "heap-default-limit", src: bombs[0].src, check: isMemoryLimit},
+		{name: "heap-cyclic-garbage-after-oom", opts: heap(8 << 20), src: bombs[1].src, check: isMemoryLimit},
+		{name: "heap-cyclic-garbage-default-limit", src: bombs[1].src, check: isMemoryLimit},
 		{name: "heap-async", opts: heap(8 << 20), async: true, src: `await host.rpc("aecho", 1); ` + bombs[0].src, check: isMemoryLimit},
 		{name: "heap-in-promise-job", opts: heap(8 << 20), async: true, src: `await Promise.resolve().then(() => ` + bombs[0].src + `)`, check: isMemoryLimit},
 		{name: "heap-in-job-caught", opts: heap(8 << 20), async: true, src: `await Promise.resolve().then(() => ` + bombs[0].src + `).catch(() => "swallowed")`, check: isMemoryLimit},
@@ -95,12 +104,12 @@ func TestMemory(t *testing.T) {
 		// stays full. Later evals may fail with memory_limit_exceeded (the
 		// script can free nothing) but the guest must never trap.
 		{name: "heap-full-global-let", opts: heap(8 << 20), after: anything, run: globalBomb(`let s = []; for (;;) s.push("x".repeat(1000))`, "s = null")},
-		{name: "heap-full-global-let-assign", opts: heap(8 << 20), after: anything, run: globalBomb(`let s = []; for (;;) s.push("x".repeat(1000))`, "x = 1")},
+		{name: "heap-full-global-let-assign", bug: bugFullHeapTrap, opts: heap(8 << 20), after: anything, run: globalBomb(`let s = []; for (;;) s.push("x".repeat(1000))`, "x = 1")},
 		{name: "heap-full-global-var", opts: heap(8 << 20), after: anything, run: globalBomb(`var s = []; for (;;) s.push({})`, "s = null")},
-		{name: "pages-memory-bytes-capped", opts: pages(160), run: func(t *testing.T, c *cctx) {
+		{name: "pages-memory-bytes-capped", opts: pages(96), run: func(t *testing.T, c *cctx) {
 			_, err := c.eval(bombs[0].src)
 			isMemoryLimit(t, c, nil, err)
-			assert.LessOrEqual(t, c.stats().MemoryBytes, uint64(160*65536))
+			assert.LessOrEqual(t, c.stats().MemoryBytes, uint64(96*65536))
 		}},
 		{name: "pages-runtime-default", rtOpts: []kafig.Option{kafig.WithWASMMemoryLimitPages(160)},
 			opts: heap(1 << 30), run: func(t *testing.T, c *cctx) {

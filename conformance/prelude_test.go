@@ -68,7 +68,7 @@ func TestPrelude(t *testing.T) {
 		// WithPrelude: "host.rpcSync works, with the instance's router".
 		// New checks the prelude in a throwaway instance without a router,
 		// so a prelude that calls host.rpcSync unguarded fails New.
-		{name: "rpcSync-with-instance-router", noInstance: true, run: func(t *testing.T, c *cctx) {
+		{name: "rpcSync-with-instance-router", bug: bugPreludeRPCSync, noInstance: true, run: func(t *testing.T, c *cctx) {
 			rt, err := kafig.New(t.Context(), c.b.new(), kafig.WithPrelude(`globalThis.cfg = host.rpcSync("cfg")`))
 			if !assert.NoError(t, err, "BUG: New runs the prelude without the instance's router") {
 				return
