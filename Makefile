@@ -18,10 +18,10 @@ GOTEST_FLAGS ?=
 .PHONY: test test-race lint guest guest-check bench bench-smoke example tools
 
 test:
-	@set -e; for m in $(MODS); do echo "== go test ./$$m/..."; (cd $$m && go test $(GOTEST_FLAGS) ./...); done
+	@set -e; for m in $(MODS); do echo "== go test ./$$m/..."; (cd $$m && go test -timeout 30m $(GOTEST_FLAGS) ./...); done
 
 test-race:
-	@set -e; for m in $(MODS); do echo "== go test -race ./$$m/..."; (cd $$m && go test -race $(GOTEST_FLAGS) ./...); done
+	@set -e; for m in $(MODS); do echo "== go test -race ./$$m/..."; (cd $$m && go test -race -timeout 30m $(GOTEST_FLAGS) ./...); done
 
 tools:
 	@command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
