@@ -66,9 +66,9 @@ func TestPrelude(t *testing.T) {
 		{name: "rpcSync-guarded", rtOpts: prelude(`globalThis.cfg = (() => { try { return host.rpcSync("cfg") } catch (e) { return "none" } })()`),
 			opts: cfgRouter, src: `cfg`, want: `{"from": "router"}`},
 		// WithPrelude: "host.rpcSync works, with the instance's router".
-		// New checks the prelude in a throwaway instance without a router,
-		// so a prelude that calls host.rpcSync unguarded fails New.
-		{name: "rpcSync-with-instance-router", bug: bugPreludeRPCSync, noInstance: true, run: func(t *testing.T, c *cctx) {
+		// New checks the prelude in a throwaway instance without a router;
+		// once it has called host.rpcSync, its failure is judged per instance.
+		{name: "rpcSync-with-instance-router", noInstance: true, run: func(t *testing.T, c *cctx) {
 			rt, err := kafig.New(t.Context(), c.b.new(), kafig.WithPrelude(`globalThis.cfg = host.rpcSync("cfg")`))
 			if !assert.NoError(t, err, "BUG: New runs the prelude without the instance's router") {
 				return
@@ -81,6 +81,28 @@ func TestPrelude(t *testing.T) {
 				assert.JSONEq(t, `{"from": "router"}`, string(res))
 			}
 		}},
+		{name: "rpcSync-failure-fails-Instance", noInstance: true, run: func(t *testing.T, c *cctx) {
+			rt, err := kafig.New(t.Context(), c.b.new(), kafig.WithPrelude(`globalThis.cfg = host.rpcSync("cfg"); if (!cfg.from) throw new Error("no cfg")`))
+			require.NoError(t, err)
+			defer rt.Close(t.Context())
+			inst, err := rt.Instance(t.Context()) // no router: the prelude's RPC fails
+			if !assert.Error(t, err) {
+				_ = inst.Close(t.Context())
+			} else {
+				assert.Nil(t, inst)
+				var je *kafig.JsError
+				require.ErrorAs(t, err, &je)
+				assert.Contains(t, je.Message, "cfg")
+			}
+			inst, err = rt.Instance(t.Context(), cfgRouter(c)...)
+			require.NoError(t, err)
+			defer inst.Close(t.Context())
+			res, err := inst.Eval(t.Context(), `cfg.from`)
+			if assert.NoError(t, err) {
+				assert.JSONEq(t, `"router"`, string(res))
+			}
+		}},
+		{name: "exception-before-rpcSync-fails-New", noInstance: true, run: newFails(`throw new TypeError("early"); host.rpcSync("cfg")`, 0, isJsError("TypeError", "early"))},
 		{name: "syntax-error-fails-New", noInstance: true, run: newFails(`let = = 1`, 0, all(isJsError("SyntaxError", ""), hasStack("")))},
 		{name: "exception-fails-New", noInstance: true, run: newFails(`throw new TypeError("in prelude")`, 0, isJsError("TypeError", "in prelude"))},
 		{name: "top-level-await-fails-New", noInstance: true, run: newFails(`await 1`, 0, isJsError("SyntaxError", ""))},

@@ -60,6 +60,7 @@ func (in *Instance) hostRPCSync(_ context.Context, mem backend.Memory, stack []u
 	if !ok1 || !ok2 {
 		reply, isErr = []byte("kafig: RPC arguments outside guest memory"), true
 	} else {
+		in.probeCalledRPC = in.probeCalledRPC || in.cfg.probe
 		h, mode, fallback, found := in.cfg.router.lookupBytes(method)
 		switch {
 		case !found:

@@ -44,13 +44,14 @@ type Instance struct {
 
 	// State of the running operation, owned by the goroutine that holds sem
 	// (host imports run on it too).
-	stack     [5]uint64
-	ctx       context.Context // the operation's context
-	async     bool
-	pool      *rpc.Pool // host.rpc calls of the running async operation
-	stopCause error     // why the interrupt import said stop: ctx.Err() or nil
-	syncReply []byte    // a long host.rpcSync reply, for rpc_sync_take
-	callStart int64     // nanotime at the start of the running guest call
+	stack          [5]uint64
+	ctx            context.Context // the operation's context
+	async          bool
+	pool           *rpc.Pool // host.rpc calls of the running async operation
+	stopCause      error     // why the interrupt import said stop: ctx.Err() or nil
+	syncReply      []byte    // a long host.rpcSync reply, for rpc_sync_take
+	probeCalledRPC bool      // New's prelude check saw host.rpcSync (see WithPrelude)
+	callStart      int64     // nanotime at the start of the running guest call
 
 	// Shared with the monitor goroutine.
 	running    atomic.Bool  // a guest call is running

@@ -91,8 +91,12 @@ func (f runtimeOptionFunc) applyRuntime(c *runtimeConfig) { f(c) }
 // user code.
 //
 // # Notes
-//   - New evaluates it once in a throwaway instance, so that a SyntaxError
-//     or an exception in it fails New with the *JsError.
+//   - New evaluates it once in a throwaway instance without a router, so
+//     that a SyntaxError or an exception in it fails New with the *JsError.
+//     Once that prelude has called host.rpcSync, which only the instance's
+//     router can answer, its failure no longer fails New: the prelude is
+//     then judged where it runs for real, and Runtime.Instance returns its
+//     error.
 //   - It runs synchronously (no top-level await; host.rpcSync works, with
 //     the instance's router) and its completion value is discarded.
 //   - Its CPU time and opcodes are not counted in the instance's stats.
@@ -208,6 +212,7 @@ type instanceConfig struct {
 	maxConcurrent   int
 	maxPending      int
 	internalCompile bool // the runtime's compile instance: no prelude
+	probe           bool // New's prelude check: no router, RPC failures forgiven
 }
 
 type instanceOptionFunc func(*instanceConfig)
