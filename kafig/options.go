@@ -241,7 +241,7 @@ func WithRouter(r *RPCRouter) InstanceOption {
 //   - Returning true ends the operation with CodeCPULimitExceeded; the
 //     instance stays usable.
 //   - Inside a builtin that does not poll, the runtime's monitor asks fn
-//     every ~50 ms once the guest has not polled for 200 ms; if fn says stop
+//     every ~50 ms once the guest has not polled for 400 ms; if fn says stop
 //     the call is ended from outside and the instance is dead
 //     (ErrInstanceDead).
 //   - fn is never called concurrently with itself for one instance, but may

@@ -272,10 +272,16 @@ func (rt *Runtime) close(ctx context.Context) error {
 // the instances with a guest call running. One whose context ended and that
 // has not polled for ctxStale, or that has not polled for pollStale while its
 // interrupt callback says stop, is stopped from outside.
+//
+// Stopping from outside kills the instance, so the thresholds are far above
+// the guest's normal poll spacing (well under a millisecond): a guest that is
+// merely descheduled on a loaded machine should reach its next poll, and end
+// cleanly, before the monitor judges it. They still keep every limit within
+// twice its setting plus one second.
 const (
 	monitorTick = 50 * time.Millisecond
-	pollStale   = 200 * time.Millisecond
-	ctxStale    = 100 * time.Millisecond
+	pollStale   = 400 * time.Millisecond
+	ctxStale    = 250 * time.Millisecond
 )
 
 func (rt *Runtime) monitor() {
