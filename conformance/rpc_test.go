@@ -102,6 +102,18 @@ func TestRPC(t *testing.T) {
 		{name: "fallback-async", opts: withFallback, async: true, src: `await host.rpc("other", [1])`, want: `{"method": "other", "params": [1]}`},
 		{name: "fallback-does-not-shadow-methods", opts: withFallback, async: true, src: `[host.rpcSync("echo", 1), await host.rpc("aecho", 2)]`, want: `[1, 2]`},
 		{name: "fallback-still-refuses-async-via-sync", opts: withFallback, src: `host.rpcSync("aecho", 1)`, check: isJsError("Error", "is async")},
+		// A handler that ignores its cancelled context cannot hold the eval
+		// past its deadline: it is abandoned after a short grace.
+		{name: "stubborn-handler-deadline", async: true, opts: stubborn, timeout: 200 * time.Millisecond,
+			src: `await host.rpc("stubborn")`, check: isDeadline},
+		{name: "stubborn-handler-not-awaited", async: true, opts: stubborn, timeout: 5 * time.Second, run: func(t *testing.T, c *cctx) {
+			start := time.Now()
+			res, err := c.inst.Eval(t.Context(), `host.rpc("stubborn"); "done"`, kafig.WithAsync())
+			if assert.NoError(t, err) {
+				assert.JSONEq(t, `"done"`, string(res))
+			}
+			assert.Less(t, time.Since(start), 900*time.Millisecond)
+		}},
 		{name: "handler-sees-eval-context-values", async: true, run: func(t *testing.T, c *cctx) {
 			ctx := context.WithValue(t.Context(), ctxKey{}, "from-the-eval")
 			res, err := c.inst.Eval(ctx, `[host.rpcSync("ctxval"), await host.rpc("actxval")]`, kafig.WithAsync())
@@ -205,6 +217,16 @@ func replying(body string) func(c *cctx) []kafig.InstanceOption {
 		h := func(context.Context, json.RawMessage) (json.RawMessage, error) { return json.RawMessage(body), nil }
 		return []kafig.InstanceOption{kafig.WithRouter(kafig.NewRPCRouter().WithSync("reply", h))}
 	}
+}
+
+// stubborn is a router whose async "stubborn" handler ignores its context
+// and returns after a second.
+func stubborn(c *cctx) []kafig.InstanceOption {
+	h := func(context.Context, json.RawMessage) (json.RawMessage, error) {
+		time.Sleep(time.Second)
+		return json.RawMessage(`"late"`), nil
+	}
+	return []kafig.InstanceOption{kafig.WithRouter(kafig.NewRPCRouter().WithAsync("stubborn", h))}
 }
 
 // withFallback is the standard router plus a fallback that answers

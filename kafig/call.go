@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/kafig-dev/kafig/abi"
 	"github.com/kafig-dev/kafig/kafig/backend"
@@ -248,7 +249,8 @@ func (in *Instance) settleLoop(st abi.Status) (abi.Status, error) {
 }
 
 // endAsync ends the async side of an operation: the guest forgets what is
-// still pending (kafig_abort), handlers are cancelled and waited for.
+// still pending (kafig_abort), handlers are cancelled and waited for, up to
+// handlerGrace each operation.
 func (in *Instance) endAsync() {
 	if !in.dead.Load() && !in.closed.Load() && in.abortNeeded() {
 		if err := in.call(abi.ExportAbort); err != nil {
@@ -256,10 +258,18 @@ func (in *Instance) endAsync() {
 		}
 	}
 	if in.pool != nil {
-		in.pool.Close()
+		if n := in.pool.Close(handlerGrace); n > 0 {
+			in.rt.log.Warn("kafig: RPC handlers ignored their cancelled context; abandoned", "count", n, "waited", handlerGrace)
+		}
 		in.pool = nil
 	}
 }
+
+// handlerGrace is how long the end of an async operation waits for its
+// host.rpc handlers to return once their context is cancelled. Handlers that
+// honour their context return well within it; one that does not cannot
+// delay the operation past its deadline by more than this.
+const handlerGrace = 100 * time.Millisecond
 
 func (in *Instance) abortNeeded() bool {
 	if in.pool != nil && in.pool.Outstanding() > 0 {

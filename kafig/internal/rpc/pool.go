@@ -6,8 +6,9 @@
 // goroutines; calls beyond that wait in a FIFO backlog, so that submitting
 // never blocks the guest import that submits. Replies are collected in
 // arrival order and taken by the operation's goroutine with Next. Close
-// cancels the context every handler got and waits for all of them: no
-// goroutine outlives the operation.
+// cancels the context every handler got and waits for them to return, for
+// a bounded time: a handler that ignores its context cannot hold the
+// operation (and the caller's deadline) hostage.
 package rpc
 
 import (
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -59,6 +61,7 @@ type Pool struct {
 	outstanding int
 	closed      bool
 	notify      chan struct{}
+	idle        chan struct{} // closed when closed is set and no worker runs
 }
 
 // New returns a Pool whose handlers get a context derived from parent; limit
@@ -66,7 +69,7 @@ type Pool struct {
 func New(parent context.Context, limit int) *Pool {
 	limit = max(limit, 1)
 	ctx, cancel := context.WithCancel(parent)
-	p := &Pool{ctx: ctx, cancel: cancel, limit: limit, notify: make(chan struct{}, 1)}
+	p := &Pool{ctx: ctx, cancel: cancel, limit: limit, notify: make(chan struct{}, 1), idle: make(chan struct{})}
 	p.g.SetLimit(limit) // a safety net: workers never exceeds limit
 	return p
 }
@@ -132,6 +135,9 @@ func (p *Pool) work(q queued) {
 		if p.closed || p.head == len(p.backlog) || p.ctx.Err() != nil {
 			p.workers--
 			p.backlog, p.head = p.backlog[:0], 0
+			if p.closed && p.workers == 0 {
+				close(p.idle)
+			}
 			p.mu.Unlock()
 			return
 		}
@@ -181,16 +187,31 @@ func (p *Pool) Next(ctx context.Context, stop <-chan struct{}) (Reply, error) {
 }
 
 // Close drops the backlog and the replies not taken, cancels the handlers'
-// context and waits for every running handler to return. It is safe to call
-// more than once.
-func (p *Pool) Close() {
+// context and waits up to grace for every running handler to return. It
+// reports how many were still running then: those are abandoned (their
+// goroutines end when their handlers return; their replies are dropped).
+// It is safe to call more than once.
+func (p *Pool) Close(grace time.Duration) (abandoned int) {
 	p.mu.Lock()
+	first := !p.closed
 	p.closed = true
 	clear(p.backlog)
 	p.backlog, p.head = nil, 0
 	p.replies = nil
 	p.outstanding = 0
+	if first && p.workers == 0 {
+		close(p.idle)
+	}
 	p.mu.Unlock()
 	p.cancel()
-	_ = p.g.Wait()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.idle:
+		return 0
+	case <-t.C:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.workers
+	}
 }

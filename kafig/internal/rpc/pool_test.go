@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestRepliesInArrivalOrder(t *testing.T) {
 	p := New(context.Background(), 4)
-	defer p.Close()
+	defer p.Close(time.Second)
 	p.Done(Reply{ID: 1, Data: []byte("a")})
 	release := make(chan struct{})
 	p.Go(2, func(context.Context) ([]byte, bool) { <-release; return []byte("b"), false })
@@ -38,7 +38,7 @@ func TestRepliesInArrivalOrder(t *testing.T) {
 
 func TestLimitAndBacklog(t *testing.T) {
 	p := New(context.Background(), 2)
-	defer p.Close()
+	defer p.Close(time.Second)
 	var running, peak atomic.Int32
 	for i := 0; i < 50; i++ {
 		p.Go(uint32(i), func(context.Context) ([]byte, bool) {
@@ -66,7 +66,7 @@ func TestLimitAndBacklog(t *testing.T) {
 
 func TestPanicBecomesError(t *testing.T) {
 	p := New(context.Background(), 1)
-	defer p.Close()
+	defer p.Close(time.Second)
 	p.Go(7, func(context.Context) ([]byte, bool) { panic("boom") })
 	r, err := p.Next(context.Background(), nil)
 	require.NoError(t, err)
@@ -85,8 +85,8 @@ func TestNextStops(t *testing.T) {
 	close(stop)
 	_, err = p.Next(context.Background(), stop)
 	assert.ErrorIs(t, err, ErrInterrupted)
-	p.Close() // cancels and waits for the handler
-	p.Close()
+	assert.Zero(t, p.Close(time.Second)) // cancels and waits for the handler
+	assert.Zero(t, p.Close(time.Second))
 	p.Go(2, func(context.Context) ([]byte, bool) { t.Error("ran after Close"); return nil, false })
 	p.Done(Reply{ID: 3})
 	assert.Zero(t, p.Outstanding())
@@ -103,6 +103,30 @@ func TestCloseCancelsHandlersAndDropsBacklog(t *testing.T) {
 		})
 	}
 	time.Sleep(5 * time.Millisecond)
-	p.Close()
+	assert.Zero(t, p.Close(time.Second))
 	assert.Equal(t, int32(1), ran.Load())
+}
+
+// A handler that ignores its context is abandoned after the grace period:
+// Close returns, reports it, and its late reply goes nowhere.
+func TestCloseAbandonsHandlerThatIgnoresContext(t *testing.T) {
+	p := New(context.Background(), 2)
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	p.Go(1, func(context.Context) ([]byte, bool) {
+		defer close(returned)
+		<-release
+		return []byte("late"), false
+	})
+	p.Go(2, func(ctx context.Context) ([]byte, bool) { <-ctx.Done(); return nil, true })
+	time.Sleep(5 * time.Millisecond)
+	start := time.Now()
+	assert.Equal(t, 1, p.Close(20*time.Millisecond))
+	assert.Less(t, time.Since(start), time.Second)
+	close(release)
+	<-returned
+	assert.Zero(t, p.Outstanding())
+	_, err := p.Next(context.Background(), nil)
+	assert.ErrorIs(t, err, ErrIdle)
+	assert.Zero(t, p.Close(time.Second), "the abandoned worker has ended since")
 }
