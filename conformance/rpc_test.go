@@ -114,6 +114,27 @@ func TestRPC(t *testing.T) {
 			}
 			assert.Less(t, time.Since(start), 900*time.Millisecond)
 		}},
+		// A reply that cannot fit the JS heap is refused before it enters
+		// the guest; a huge error message is cut short.
+		{name: "handler-reply-larger-than-heap", opts: func(c *cctx) []kafig.InstanceOption {
+			return append(replying(`"`+strings.Repeat("x", 5<<20)+`"`)(c), kafig.WithJSMemoryLimit(4<<20))
+		}, src: `host.rpcSync("reply")`, check: isJsError("Error", "larger than the JS memory limit")},
+		{name: "handler-reply-larger-than-heap-async", async: true, opts: func(c *cctx) []kafig.InstanceOption {
+			h := func(context.Context, json.RawMessage) (json.RawMessage, error) {
+				return json.RawMessage(`"` + strings.Repeat("x", 5<<20) + `"`), nil
+			}
+			return []kafig.InstanceOption{kafig.WithRouter(kafig.NewRPCRouter().WithAsync("big", h)), kafig.WithJSMemoryLimit(4 << 20)}
+		}, src: `await host.rpc("big").catch(e => e.message)`, check: func(t tT, c *cctx, res json.RawMessage, err error) {
+			if assert.NoError(t, err) {
+				assert.Contains(t, string(res), "larger than the JS memory limit")
+			}
+		}},
+		{name: "handler-huge-error-message-truncated", opts: func(c *cctx) []kafig.InstanceOption {
+			h := func(context.Context, json.RawMessage) (json.RawMessage, error) {
+				return nil, errors.New(strings.Repeat("é", 5<<20))
+			}
+			return []kafig.InstanceOption{kafig.WithRouter(kafig.NewRPCRouter().WithSync("bigerr", h))}
+		}, src: `try { host.rpcSync("bigerr") } catch (e) { [e.message.length < 20000, e.message.endsWith("bytes truncated)")] }`, want: `[true, true]`},
 		{name: "handler-sees-eval-context-values", async: true, run: func(t *testing.T, c *cctx) {
 			ctx := context.WithValue(t.Context(), ctxKey{}, "from-the-eval")
 			res, err := c.inst.Eval(ctx, `[host.rpcSync("ctxval"), await host.rpc("actxval")]`, kafig.WithAsync())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/kafig-dev/kafig/abi"
 	"github.com/kafig-dev/kafig/kafig/backend"
@@ -197,14 +198,37 @@ func (in *Instance) runHandler(ctx context.Context, h RPCHandler, method string,
 			msg = "kafig: RPC handler failed"
 		}
 		in.rt.log.Debug("kafig: RPC handler failed", "method", method, "err", err)
-		return []byte(msg), true
+		return truncateMessage(msg), true
 	case len(res) == 0:
 		return []byte("null"), false
+	case uint64(len(res)) > in.cfg.jsMemory:
+		// It could only end in an out-of-memory error inside the guest,
+		// after copying it there and parsing most of it.
+		in.rt.log.Debug("kafig: RPC reply larger than the JS heap limit", "method", method, "bytes", len(res))
+		return fmt.Appendf(nil, "kafig: RPC reply of %d bytes is larger than the JS memory limit (%d bytes)", len(res), in.cfg.jsMemory), true
 	case !json.Valid(res):
 		in.rt.log.Debug("kafig: RPC handler returned invalid JSON", "method", method)
 		return []byte("kafig: RPC handler returned invalid JSON"), true
 	}
 	return res, false
+}
+
+// maxErrorMessage bounds the message of a handler's error as JS sees it: a
+// handler that wraps a huge payload into its error must not make the guest
+// build a huge Error.
+const maxErrorMessage = 16 << 10
+
+// truncateMessage cuts msg to maxErrorMessage bytes on a rune boundary and
+// says so.
+func truncateMessage(msg string) []byte {
+	if len(msg) <= maxErrorMessage {
+		return []byte(msg)
+	}
+	cut := maxErrorMessage
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return fmt.Appendf(nil, "%s… (%d bytes truncated)", msg[:cut], len(msg)-cut)
 }
 
 func unknownMethod(method string) []byte {

@@ -16,10 +16,13 @@ import (
 //   - ctx is the context of the eval or dispatch that made the call (for a
 //     handler running in a goroutine, a context derived from it that is
 //     cancelled when the operation ends). Handlers must return when it is
-//     done: the operation, and Instance.Close, wait for them.
+//     done: the end of the operation waits for them, but only 100 ms; one
+//     that is still running then is abandoned (logged; its result dropped).
 //   - An error, a panic or a result that is not valid JSON makes the JS call
 //     fail (host.rpcSync throws, the host.rpc promise rejects) with an Error
-//     whose message is the error's text; the instance stays usable.
+//     whose message is the error's text (cut to 16 KiB); the instance stays
+//     usable. So does a result larger than the instance's JS memory limit,
+//     which could never be parsed inside it.
 //   - A nil or empty result means JSON null.
 type RPCHandler func(ctx context.Context, params json.RawMessage) (json.RawMessage, error)
 
