@@ -103,6 +103,20 @@ const (
 // ExportCount is the number of guest exports.
 const ExportCount = int(exportCount)
 
+// StopGlobal is the export name of the guest's stop guard: a mutable i32
+// global, 0 at instantiation. Every loop of the guest begins with
+// `if (global.get $kafig_stop) unreachable`, so a host that sets it to a
+// non-zero value (from any thread, while an export runs) makes the guest
+// trap at its next loop iteration, even inside a builtin that never polls
+// ImportInterrupt. The instance is then dead, as after any trap.
+//
+// The guard is not compiled C: guest/build.sh adds it after wasm-opt with
+// guest/cmd/wasmguard, since an optimizer that saw the global could hoist
+// its load out of a loop that never writes it. A host that does not use it
+// (wasmtime interrupts with epochs) pays a load and a branch per loop
+// iteration.
+const StopGlobal = "kafig_stop"
+
 // Status is what an export that runs JavaScript returns.
 type Status uint32
 

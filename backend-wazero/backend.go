@@ -11,16 +11,19 @@
 // unix systems (reserved with mmap, committed as it grows) and never grows past
 // the instance's cap.
 //
-// The backstop (on by default) makes wazero check for termination at every
-// loop header and function entry, so that Instance.Stop and a done context end
-// a call even inside guest code that never calls the host. It is expensive
-// with wazero v1.12: each check is a call out to Go, and QuickJS's interpreter
-// loop runs one per opcode, so JavaScript runs about 5.7 times slower
-// (fib(22): 42 ms with, 7.4 ms without), and every call starts a watcher
-// goroutine (about 2.3 µs). WithBackstop(false) turns it off; calls then stop
-// at the guest's next poll of the host (about every abi.InterruptInterval
-// opcodes, and inside long builtin loops), and a builtin that never polls
-// runs to its end.
+// The backstop (on by default) lets Instance.Stop and a done context end a
+// call even inside guest code that never calls the host (a QuickJS builtin
+// that loops without polling). The kafig guest exports a stop global
+// (abi.StopGlobal) that every one of its loops tests; the backstop sets it,
+// and the guest traps at its next loop iteration. That costs a load and a
+// branch per loop iteration, and no goroutine per call. (Until the guard,
+// the backstop was wazero's WithCloseOnContextDone, which calls out to Go at
+// every loop header: JavaScript ran about 4.7 times slower.) A guest that
+// does not export the global still gets WithCloseOnContextDone, with its
+// cost. WithBackstop(false) turns the backstop off; calls then stop at the
+// guest's next poll of the host (about every abi.InterruptInterval opcodes,
+// and inside long builtin loops), and a builtin that never polls runs to
+// its end.
 package wazerobackend
 
 import (
@@ -96,8 +99,14 @@ func WithCacheDir(dir string) Option {
 // WithBackstop turns the backstop on (the default) or off. Without it, Stop
 // and a done context end a call only when the guest next calls the host (it
 // polls about every abi.InterruptInterval opcodes), so a builtin that never
-// polls runs to its end; with it, JavaScript runs about 5.7 times slower on
-// wazero (see the package documentation).
+// polls runs to its end.
+//
+// With the kafig guest the backstop is its stop global and costs nearly
+// nothing, so there is no reason left to turn it off: the option matters
+// for a guest without the global, where the backstop is wazero's
+// WithCloseOnContextDone and JavaScript runs about 4.7 times slower (see the
+// package documentation). It is kept for that case and so that existing
+// callers keep compiling.
 func WithBackstop(on bool) Option {
 	return func(cfg *config) { cfg.backstop = on }
 }

@@ -103,7 +103,16 @@ func (h *host) config() backend.InstanceConfig {
 
 func compileFake(t testing.TB, opts ...Option) backend.Module {
 	t.Helper()
-	mod, err := New(opts...).Compile(context.Background(), readWasm(t, "fake"))
+	return compileFakeNamed(t, "fake", opts...)
+}
+
+// fakes are the fake guest with its stop guard and without (the backend
+// falls back on wazero's CloseOnContextDone).
+var fakes = []string{"fake", "fake_noguard"}
+
+func compileFakeNamed(t testing.TB, name string, opts ...Option) backend.Module {
+	t.Helper()
+	mod, err := New(opts...).Compile(context.Background(), readWasm(t, name))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, mod.Close(context.Background())) })
 	return mod
@@ -406,27 +415,73 @@ func waitStopped(t *testing.T, done chan error, stop func()) error {
 }
 
 func TestStopLoopWithoutImports(t *testing.T) {
-	mod := compileFake(t)
-	for _, tc := range stopCases {
-		t.Run(tc.name, func(t *testing.T) {
-			inst := instantiate(t, mod, &host{t: t}, 0)
-			ctx, stop := tc.start(inst)
-			err := runAndStop(t, inst, abi.ExportAbort, ctx, stop)
-			require.ErrorIs(t, err, backend.ErrStopped)
-			if tc.isCtx != nil {
-				require.ErrorIs(t, err, tc.isCtx)
-			}
-			require.True(t, strings.HasPrefix(err.Error(), "kafig: "), err.Error())
-			require.ErrorIs(t, inst.Call(context.Background(), abi.ExportExchange, make([]uint64, 1)), backend.ErrDead)
-		})
+	for _, fake := range fakes {
+		mod := compileFakeNamed(t, fake)
+		for _, tc := range stopCases {
+			t.Run(fake+"/"+tc.name, func(t *testing.T) {
+				inst := instantiate(t, mod, &host{t: t}, 0)
+				ctx, stop := tc.start(inst)
+				err := runAndStop(t, inst, abi.ExportAbort, ctx, stop)
+				require.ErrorIs(t, err, backend.ErrStopped)
+				if tc.isCtx != nil {
+					require.ErrorIs(t, err, tc.isCtx)
+				}
+				require.True(t, strings.HasPrefix(err.Error(), "kafig: "), err.Error())
+				require.NotContains(t, err.Error(), "unreachable", "the guard's trap is reported as the stop")
+				require.ErrorIs(t, inst.Call(context.Background(), abi.ExportExchange, make([]uint64, 1)), backend.ErrDead)
+			})
+		}
 	}
+}
+
+// TestStopGuard: with a guest that exports the stop global, the backstop is
+// that global (set by Stop and by the end of a call's context), not wazero's
+// CloseOnContextDone; without the backstop it stays 0.
+func TestStopGuard(t *testing.T) {
+	stopGlobal := func(inst backend.Instance) uint64 {
+		return inst.(*instance).mod.ExportedGlobal(abi.StopGlobal).Get()
+	}
+	for _, backstop := range []bool{true, false} {
+		mod := compileFake(t, WithBackstop(backstop))
+		require.Equal(t, backstop, mod.(*module).guard)
+		for _, tc := range stopCases {
+			inst := instantiate(t, mod, &host{t: t}, 0)
+			require.Zero(t, stopGlobal(inst))
+			ctx, stop := tc.start(inst)
+			if backstop {
+				require.ErrorIs(t, runAndStop(t, inst, abi.ExportAbort, ctx, stop), backend.ErrStopped)
+				require.EqualValues(t, 1, stopGlobal(inst), tc.name)
+			} else {
+				stop()
+				require.Zero(t, stopGlobal(inst), tc.name)
+			}
+		}
+	}
+	require.False(t, compileFakeNamed(t, "fake_noguard").(*module).guard)
+
+	// A trap with no stop requested stays a trap.
+	inst := instantiate(t, compileFake(t), &host{t: t}, 0)
+	err := inst.Call(context.Background(), abi.ExportDispatch, make([]uint64, 4))
+	require.NotErrorIs(t, err, backend.ErrStopped)
+	require.ErrorContains(t, err, "unreachable")
+	require.Zero(t, stopGlobal(inst))
+}
+
+func TestBadStopGlobal(t *testing.T) {
+	mod, err := New().Compile(context.Background(), readWasm(t, "bad_stop_global"))
+	require.NoError(t, err)
+	defer mod.Close(context.Background())
+	inst, err := mod.Instantiate(context.Background(), (&host{t: t}).config())
+	require.ErrorIs(t, err, backend.ErrBadModule)
+	require.ErrorContains(t, err, abi.StopGlobal)
+	require.Nil(t, inst)
 }
 
 func TestStopLoopWithImports(t *testing.T) {
 	for _, backstop := range []bool{true, false} {
 		mod := compileFake(t, WithBackstop(backstop))
 		for _, tc := range stopCases {
-			t.Run(tc.name, func(t *testing.T) {
+			t.Run(fmt.Sprint(tc.name, "/backstop=", backstop), func(t *testing.T) {
 				h := &host{t: t}
 				h.interrupt = func(context.Context, backend.Memory, int64) int32 { return 0 }
 				inst := instantiate(t, mod, h, 0)
@@ -447,7 +502,7 @@ func TestStopLoopWithImports(t *testing.T) {
 func TestNoBackstopCannotStopPureLoop(t *testing.T) {
 	// Documented limitation: without the backstop a loop that never calls
 	// the host runs on. Here the loop is not infinite: a host call ends it.
-	mod := compileFake(t, WithBackstop(false))
+	mod := compileFakeNamed(t, "fake_noguard", WithBackstop(false))
 	var n atomic.Int64
 	h := &host{t: t}
 	h.interrupt = func(context.Context, backend.Memory, int64) int32 {

@@ -180,20 +180,28 @@ func TestGuestBasics(t *testing.T) {
 
 func TestGuestStop(t *testing.T) {
 	mod := guestModule(t, "default")
-	for _, tc := range stopCases {
-		t.Run(tc.name, func(t *testing.T) {
-			g := newJSGuest(t, mod, 0, 32*mib, 0)
-			ctx, stop := tc.start(g.inst)
-			done := make(chan error, 1)
-			go func() {
-				_, _, err := g.eval(ctx, `for (;;) {}`)
-				done <- err
-			}()
-			err := waitStopped(t, done, stop)
-			require.ErrorIs(t, err, backend.ErrStopped)
-			_, _, err = g.eval(context.Background(), "1")
-			require.ErrorIs(t, err, backend.ErrDead)
-		})
+	require.True(t, mod.(*module).guard, "the guest has its stop guard: no CloseOnContextDone")
+	for _, src := range []string{
+		`for (;;) {}`,
+		// A builtin looping over an array-like of length 2^53-1; with
+		// every poll answered "go on", only the guard stops it.
+		`Array.prototype.includes.call({length: 2**53 - 1}, 1)`,
+	} {
+		for _, tc := range stopCases {
+			t.Run(tc.name+"/"+src, func(t *testing.T) {
+				g := newJSGuest(t, mod, 0, 32*mib, 0)
+				ctx, stop := tc.start(g.inst)
+				done := make(chan error, 1)
+				go func() {
+					_, _, err := g.eval(ctx, src)
+					done <- err
+				}()
+				err := waitStopped(t, done, stop)
+				require.ErrorIs(t, err, backend.ErrStopped)
+				_, _, err = g.eval(context.Background(), "1")
+				require.ErrorIs(t, err, backend.ErrDead)
+			})
+		}
 	}
 }
 

@@ -80,6 +80,10 @@ type instance struct {
 	// instance need not hold for exports it never calls.
 	fns [abi.ExportCount]api.Function
 
+	// stop is the guest's stop global (abi.StopGlobal), nil when the
+	// backstop is off or the guest has none (see kill).
+	stop api.MutableGlobal
+
 	mem      memory
 	memIface backend.Memory // &mem, boxed once
 	cctx     callCtx
@@ -103,8 +107,8 @@ func (l leaked) free() {
 	l.lin.Release()
 }
 
-func newInstance(m *module, mod api.Module, lin *mmapalloc.Memory, imports *[abi.ImportCount]backend.HostFunc) *instance {
-	i := &instance{m: m, mod: mod, lin: lin, imports: *imports, deadCh: make(chan struct{})}
+func newInstance(m *module, mod api.Module, lin *mmapalloc.Memory, imports *[abi.ImportCount]backend.HostFunc, stop api.MutableGlobal) *instance {
+	i := &instance{m: m, mod: mod, lin: lin, imports: *imports, stop: stop, deadCh: make(chan struct{})}
 	i.mem = memory{inst: i, mem: mod.Memory()}
 	i.memIface = &i.mem
 	i.cctx.inst = i
@@ -113,14 +117,41 @@ func newInstance(m *module, mod api.Module, lin *mmapalloc.Memory, imports *[abi
 	return i
 }
 
-// kill moves a live instance to the dead state st and wakes wazero's
-// termination watcher. It reports whether it did.
+// kill moves a live instance to the dead state st and arms the backstop: it
+// sets the guest's stop global to 1 (the guest traps at its next loop
+// iteration, and Call reports the stop, not the trap), or, for a guest
+// without one, wakes wazero's termination watcher (deadCh). It reports
+// whether it did.
+//
+// It runs on any goroutine (Stop, context.AfterFunc) while a call may run
+// on another. Only the goroutine whose CompareAndSwap wins writes the
+// global, once, and no Go code of this package or of wazero reads it
+// during the call; Call waits for deadCh before it reports a stop, so
+// whatever follows the Call is ordered after the store. The Go side thus
+// has a single writer and no concurrent reader: the race detector has
+// nothing to report. The reader that matters is the
+// guest's machine code: wazero's compiler (wazevo) keeps a module's globals
+// in the instance's context buffer, MutableGlobal.Set stores 8 bytes there
+// (binary.LittleEndian.PutUint64, one aligned store on amd64 and arm64),
+// and the compiled global.get is a load from that buffer. The load is
+// not hoisted out of the loop: wazevo reuses a global's value only within a
+// straight-line path of blocks, and a loop header has two predecessors
+// (the entry and the back edge), so the guard's load runs every iteration.
+// Cache coherence makes the store visible to the other core within
+// nanoseconds; no fence is needed since nothing else is published with it.
+// (On platforms where wazero interprets instead of compiling, the
+// interpreter reads the global from Go: a benign word-sized race that the
+// race detector could see there; wazero compiles on every platform the race
+// detector supports that allows executable memory.)
 func (i *instance) kill(st uint32) bool {
-	if i.state.CompareAndSwap(stateAlive, st) {
-		close(i.deadCh)
-		return true
+	if !i.state.CompareAndSwap(stateAlive, st) {
+		return false
 	}
-	return false
+	if i.stop != nil && (st == stateStopped || st == stateCtxDone) {
+		i.stop.Set(1)
+	}
+	close(i.deadCh)
+	return true
 }
 
 // Call implements backend.Instance.
@@ -157,8 +188,11 @@ func (i *instance) Call(ctx context.Context, fn abi.Export, stack []uint64) erro
 	if time.Since(start) > longCall {
 		i.fns[fn] = nil // let its native stack go (see longCall)
 	}
-	if stopWatch != nil {
-		stopWatch()
+	if stopWatch != nil && !stopWatch() {
+		// The context ended during the call and onCtxEnd has started, or is
+		// about to, on its own goroutine. Kill here rather than let it do it
+		// later, when it could stop the next call instead of this one.
+		i.kill(stateCtxDone)
 	}
 	i.cctx.parent = nil
 
@@ -173,13 +207,18 @@ func (i *instance) Call(ctx context.Context, fn abi.Export, stack []uint64) erro
 			}
 		}
 	}
-	// A kill during the call wins over its outcome.
+	// A kill during the call wins over its outcome. Waiting for deadCh
+	// (closed by kill right after it set the stop global, so at once) makes
+	// the end of this Call happen after that store: whoever looks at the
+	// instance next, from any goroutine, is ordered after it.
 	switch i.state.Load() {
 	case stateAlive:
 		return nil
 	case stateStopped:
+		<-i.deadCh
 		return errStopCalled
 	case stateCtxDone:
+		<-i.deadCh
 		return stoppedErr(ctx)
 	case stateTrapped:
 		return i.trap
@@ -276,9 +315,11 @@ func (m *memory) Size() uint32 {
 //
 //   - Host imports find their instance by type-asserting it (no lookup, no
 //     allocation) and pass the caller's context (parent) to the HostFunc.
-//   - wazero's termination watcher (the backstop) waits on Done, which is
-//     closed when the instance is killed: by Stop, by the end of the caller's
-//     context (context.AfterFunc), or by a failure.
+//   - For a guest without the stop global, wazero's termination watcher
+//     (the backstop then) waits on Done, which is closed when the instance
+//     is killed: by Stop, by the end of the caller's context
+//     (context.AfterFunc), or by a failure. With the stop global wazero does
+//     not watch the context (no WithCloseOnContextDone): Done costs nothing.
 //
 // parent is only touched by the goroutine that calls; the watcher goroutine,
 // which may outlive a call briefly, only uses Done and Err.

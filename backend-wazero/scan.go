@@ -169,3 +169,55 @@ func parseImportSection(body []byte) ([]wasmImport, error) {
 	}
 	return out, nil
 }
+
+// exportsGlobal reports whether a wasm binary exports a global named name.
+// Compile asks it of the guest before wazero sees the module: whether the
+// guest has the stop guard (abi.StopGlobal) decides the runtime's
+// configuration (see WithBackstop). The binary is not validated yet, so a
+// malformed one is an error here, and wazero reports the details.
+func exportsGlobal(wasm []byte, name string) (bool, error) {
+	if len(wasm) < 8 {
+		return false, errTruncated
+	}
+	r := &reader{b: wasm, off: 8}
+	for r.off < len(r.b) {
+		id, err := r.byte()
+		if err != nil {
+			return false, err
+		}
+		size, err := r.u32()
+		if err != nil {
+			return false, err
+		}
+		body, err := r.bytes(size)
+		if err != nil {
+			return false, err
+		}
+		if id != 7 { // the export section
+			continue
+		}
+		er := &reader{b: body}
+		n, err := er.u32()
+		if err != nil {
+			return false, err
+		}
+		for range n {
+			got, err := er.name()
+			if err != nil {
+				return false, err
+			}
+			kind, err := er.byte()
+			if err != nil {
+				return false, err
+			}
+			if _, err := er.u32(); err != nil {
+				return false, err
+			}
+			if kind == kindGlobal && got == name {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	return false, nil
+}

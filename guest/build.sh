@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds kafig.wasm: QuickJS (Debian's quickjs source package, patched) and
 # the kafig shim, compiled for wasm32-wasi as a reactor, pre-initialized
-# with Wizer and optimized with wasm-opt. The output is reproducible: the
+# with Wizer, optimized with wasm-opt and given its stop guard by
+# cmd/wasmguard. The output is reproducible: the
 # same inputs give the same bytes from any directory.
 #
 #   ./build.sh            build into this folder (kafig.wasm, kafig.wasm.sha256)
@@ -73,7 +74,14 @@ $CLANG --target=wasm32-wasi "--sysroot=$SYSROOT" -mexec-model=reactor \
 
 "$WIZER" --allow-wasi --wasm-bulk-memory true "$WORK/raw.wasm" -o "$WORK/wizer.wasm"
 wasm-opt -O2 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
-  --enable-nontrapping-float-to-int "$WORK/wizer.wasm" -o "$WORK/kafig.wasm"
+  --enable-nontrapping-float-to-int "$WORK/wizer.wasm" -o "$WORK/opt.wasm"
+
+# Last, and after wasm-opt (which must never see it): the stop guard (an
+# exported global tested at every loop header, abi.StopGlobal) and the merge
+# of Wizer's ~2,200 data segments into a few. Standard library Go, in this
+# module, importing nothing else of the repository: GOWORK=off builds it the
+# same way in the workspace and in a copy of guest/ alone (make guest-check).
+(cd "$HERE" && GOWORK=off go run ./cmd/wasmguard "$WORK/opt.wasm" "$WORK/kafig.wasm")
 
 cp "$WORK/kafig.wasm" "$OUT/kafig.wasm"
 (cd "$OUT" && sha256sum kafig.wasm > kafig.wasm.sha256)

@@ -12,9 +12,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 
 	"github.com/kafig-dev/kafig/abi"
 	"github.com/kafig-dev/kafig/guest"
+	"github.com/kafig-dev/kafig/guest/internal/wasmguard"
 )
 
 const mib = 1 << 20
@@ -386,4 +388,46 @@ func TestHeapLimitOf4GiBIsNoLimit(t *testing.T) {
 	g := newGuest(t, 4<<30, 0) // a wasm32 size_t cannot hold it: no limit, not a limit of 0
 	assert.Equal(t, "2", g.mustEval(`1+1`, 0))
 	assert.EqualValues(t, 0, g.u64(abi.ExchHeapLimit))
+}
+
+// TestStopGuard: the guest exports abi.StopGlobal, every loop tests it, and
+// setting it from another goroutine ends JavaScript that never returns and
+// whose interrupt polls are all answered "go on" (as a builtin that never
+// polls would be), with a trap.
+func TestStopGuard(t *testing.T) {
+	unguarded, err := wasmguard.CountUnguardedLoops([]byte(guest.WASM), abi.StopGlobal)
+	require.NoError(t, err)
+	require.Zero(t, unguarded)
+
+	for _, src := range []string{
+		`for (;;) {}`,
+		`Array.prototype.includes.call({length: 2**53 - 1}, 1)`,
+	} {
+		t.Run(src, func(t *testing.T) {
+			g := newGuest(t, 0, 0)
+			stop, ok := g.mod.ExportedGlobal(abi.StopGlobal).(api.MutableGlobal)
+			require.True(t, ok, "the guest exports a mutable %s", abi.StopGlobal)
+			require.Zero(t, stop.Get())
+			require.Equal(t, "2", g.mustEval(`1+1`, 0), "the guard is inert at 0")
+
+			ptr, release := g.input([]byte(src))
+			defer release()
+			done := make(chan error, 1)
+			go func() {
+				_, err := g.mod.ExportedFunction(abi.ExportEval.Name()).Call(g.ctx, uint64(ptr), uint64(len(src)), 0)
+				done <- err
+			}()
+			time.Sleep(50 * time.Millisecond)
+			start := time.Now()
+			stop.Set(1)
+			select {
+			case err := <-done:
+				require.Error(t, err)
+				require.Contains(t, err.Error(), "unreachable")
+				t.Logf("stopped %v after the store", time.Since(start))
+			case <-time.After(10 * time.Second):
+				t.Fatal("the guard did not stop the guest")
+			}
+		})
+	}
 }

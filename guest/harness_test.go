@@ -62,8 +62,7 @@ var compileCache = wazero.NewCompilationCache()
 func newGuest(t *testing.T, heapLimit uint64, stack uint32) *guestInst {
 	t.Helper()
 	ctx := context.Background()
-	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().
-		WithCloseOnContextDone(true).WithCompilationCache(compileCache))
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCompilationCache(compileCache))
 	t.Cleanup(func() { r.Close(ctx) })
 	wasi_snapshot_preview1.MustInstantiate(ctx, r)
 	h := &host{}

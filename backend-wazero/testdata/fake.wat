@@ -1,6 +1,10 @@
 ;; A fake kafig guest for the backend's own tests: every abi export with the
 ;; right signature, trivial bodies that exercise the host imports, traps,
 ;; endless loops and memory growth. Not a JavaScript engine.
+;;
+;; Like the real guest, it has the stop guard (abi.StopGlobal, tested at the
+;; top of every loop). gen.sh also writes fake_noguard.wasm from this file
+;; without the lines that end in ";; guard", for the backend's fallback.
 (module
   (import "env" "interrupt" (func $interrupt (param i64) (result i32)))
   (import "env" "rpc_sync" (func $rpc_sync (param i32 i32 i32 i32) (result i64)))
@@ -17,6 +21,8 @@
   ;; "hello\n" and an iovec for fd_write.
   (data (i32.const 4096) "hello\n")
   (data (i32.const 4104) "\00\10\00\00\06\00\00\00")
+
+  (global $stop (export "kafig_stop") (mut i32) (i32.const 0)) ;; guard
 
   (func (export "kafig_abi_version") (result i32) (i32.const 1))
 
@@ -46,6 +52,7 @@
     (local $n i64)
     (block $done
       (loop $again
+        (if (global.get $stop) (then (unreachable))) ;; guard
         (br_if $done (call $interrupt (local.get $n)))
         (local.set $n (i64.add (local.get $n) (i64.const 1)))
         (br $again)))
@@ -86,5 +93,7 @@
 
   ;; Loops forever without calling the host.
   (func (export "kafig_abort")
-    (loop $forever (br $forever)))
+    (loop $forever
+      (if (global.get $stop) (then (unreachable))) ;; guard
+      (br $forever)))
 )

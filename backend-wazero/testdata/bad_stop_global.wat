@@ -1,0 +1,16 @@
+;; The minimal guest, with a stop global that the host cannot set (immutable).
+(module
+  (memory (export "memory") 1)
+  (global (export "kafig_stop") i32 (i32.const 0))
+  (func (export "kafig_abi_version") (result i32) (i32.const 1))
+  (func (export "kafig_exchange") (result i32) (i32.const 1024))
+  (func (export "kafig_alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "kafig_free") (param i32))
+  (func (export "kafig_set_limits") (param i64 i32) (result i32) (i32.const 0))
+  (func (export "kafig_eval") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "kafig_compile") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "kafig_eval_bytecode") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "kafig_dispatch") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "kafig_rpc_settle") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "kafig_abort"))
+)
