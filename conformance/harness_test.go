@@ -334,15 +334,9 @@ func (c *cctx) mustEval(src string, opts ...kafig.EvalOption) json.RawMessage {
 // ---- known bugs in other modules (cases that fail because of them) ----
 
 const (
-	bugFullHeapTrap = "guest: with the heap full (a global keeps the garbage), creating a new " +
-		"global property (`x = 1`) traps inside QuickJS (out of bounds memory access / unreachable) " +
-		"and the instance is dead, instead of memory_limit_exceeded"
 	bugPreludeRPCSync = "kafig: WithPrelude says host.rpcSync works with the instance's router, but " +
 		"New checks the prelude in a throwaway instance without a router, so a prelude that calls " +
 		"host.rpcSync fails New with \"unknown RPC method\""
-	bugLateRejection = "guest: an unhandled rejection reaches WithPromiseRejectionHandler only when " +
-		"promise jobs run, not when it occurs (README: \"called immediately\"; ABI.md: \"at once\"), " +
-		"so returning true cannot stop the synchronous code that follows the rejection"
 )
 
 // ---- the standard router ----
