@@ -235,7 +235,7 @@ void kafig_note_stack_overflow(JSRuntime *r)
 
 static JSValue handlers; /* event name -> function, null prototype */
 
-/* method_arg checks and converts an RPC method or event name. */
+/* name_arg checks and converts an RPC method or event name. */
 static const char *name_arg(JSValueConst v, size_t *len, const char *what)
 {
     const char *s;
@@ -268,6 +268,40 @@ static const char *params_json(JSValueConst v, size_t *len, JSValue *holder)
     return JS_ToCStringLen(ctx, len, *holder);
 }
 
+/* The arguments of host.rpc and host.rpcSync, converted: the method name
+ * and the params as JSON, both valid until rpc_args_free. */
+struct rpc_args {
+    const char *method, *params;
+    size_t mlen, plen;
+    JSValue holder; /* the params' JSON string, or undefined for "null" */
+};
+
+/* rpc_args_get converts (method, params); returns -1 with an exception
+ * pending, having freed what it took. what names the function in errors. */
+static int rpc_args_get(struct rpc_args *a, int argc, JSValueConst *argv, const char *what)
+{
+    a->holder = JS_UNDEFINED;
+    a->method = name_arg(argc > 0 ? argv[0] : JS_UNDEFINED, &a->mlen, what);
+    if (!a->method)
+        return -1;
+    a->params = params_json(argc > 1 ? argv[1] : JS_UNDEFINED, &a->plen, &a->holder);
+    if (!a->params) {
+        JS_FreeCString(ctx, a->method);
+        JS_FreeValue(ctx, a->holder);
+        return -1;
+    }
+    return 0;
+}
+
+static void rpc_args_free(struct rpc_args *a)
+{
+    JS_FreeCString(ctx, a->method);
+    if (!JS_IsUndefined(a->holder)) {
+        JS_FreeCString(ctx, a->params);
+        JS_FreeValue(ctx, a->holder);
+    }
+}
+
 static JSValue reject_with(const char *msg)
 {
     JSValue funcs[2], p, err;
@@ -286,23 +320,15 @@ static JSValue reject_with(const char *msg)
 
 static JSValue js_host_rpc(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
 {
-    size_t mlen, plen;
-    const char *method, *params;
-    JSValue holder = JS_UNDEFINED, p, funcs[2];
+    struct rpc_args a;
+    JSValue p, funcs[2];
     uint32_t id;
     struct rpc_slot *slots;
     (void)c;
     (void)this_val;
 
-    method = name_arg(argc > 0 ? argv[0] : JS_UNDEFINED, &mlen, "host.rpc: method");
-    if (!method)
+    if (rpc_args_get(&a, argc, argv, "host.rpc: method") < 0)
         return JS_EXCEPTION;
-    params = params_json(argc > 1 ? argv[1] : JS_UNDEFINED, &plen, &holder);
-    if (!params) {
-        JS_FreeCString(ctx, method);
-        JS_FreeValue(ctx, holder);
-        return JS_EXCEPTION;
-    }
     if (!op_active || !op_async) {
         p = reject_with("host.rpc needs an async evaluation (kafig.WithAsync)");
         goto done;
@@ -321,8 +347,8 @@ static JSValue js_host_rpc(JSContext *c, JSValueConst this_val, int argc, JSValu
     if (JS_IsException(p))
         goto done;
     id = ++rpc_next_id;
-    if (host_rpc_async(id, (uint32_t)(uintptr_t)method, (uint32_t)mlen,
-                       (uint32_t)(uintptr_t)params, (uint32_t)plen) != 0) {
+    if (host_rpc_async(id, (uint32_t)(uintptr_t)a.method, (uint32_t)a.mlen,
+                       (uint32_t)(uintptr_t)a.params, (uint32_t)a.plen) != 0) {
         JS_FreeValue(ctx, p);
         JS_FreeValue(ctx, funcs[0]);
         JS_FreeValue(ctx, funcs[1]);
@@ -334,11 +360,7 @@ static JSValue js_host_rpc(JSContext *c, JSValueConst this_val, int argc, JSValu
     rpc_slots[rpc_count].reject = funcs[1];
     rpc_count++;
 done:
-    JS_FreeCString(ctx, method);
-    if (!JS_IsUndefined(holder)) {
-        JS_FreeCString(ctx, params);
-        JS_FreeValue(ctx, holder);
-    }
+    rpc_args_free(&a);
     return p;
 }
 
@@ -363,31 +385,19 @@ static JSValue throw_message(char *buf, size_t len)
 
 static JSValue js_host_rpc_sync(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
 {
-    size_t mlen, plen;
-    const char *method, *params;
-    JSValue holder = JS_UNDEFINED, ret;
+    struct rpc_args a;
+    JSValue ret;
     uint64_t answer;
     uint32_t status, len;
     char *buf;
     (void)c;
     (void)this_val;
 
-    method = name_arg(argc > 0 ? argv[0] : JS_UNDEFINED, &mlen, "host.rpcSync: method");
-    if (!method)
+    if (rpc_args_get(&a, argc, argv, "host.rpcSync: method") < 0)
         return JS_EXCEPTION;
-    params = params_json(argc > 1 ? argv[1] : JS_UNDEFINED, &plen, &holder);
-    if (!params) {
-        JS_FreeCString(ctx, method);
-        JS_FreeValue(ctx, holder);
-        return JS_EXCEPTION;
-    }
-    answer = host_rpc_sync((uint32_t)(uintptr_t)method, (uint32_t)mlen,
-                           (uint32_t)(uintptr_t)params, (uint32_t)plen);
-    JS_FreeCString(ctx, method);
-    if (!JS_IsUndefined(holder)) {
-        JS_FreeCString(ctx, params);
-        JS_FreeValue(ctx, holder);
-    }
+    answer = host_rpc_sync((uint32_t)(uintptr_t)a.method, (uint32_t)a.mlen,
+                           (uint32_t)(uintptr_t)a.params, (uint32_t)a.plen);
+    rpc_args_free(&a);
     status = (uint32_t)(answer >> 32);
     len = (uint32_t)answer;
     if (len < KAFIG_EXCHANGE_DATA_SIZE) {
