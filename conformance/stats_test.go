@@ -338,12 +338,68 @@ func TestRejection(t *testing.T) {
 		{name: "non-error-reason", run: with(false, true, `Promise.reject("just a string"); 3`, isValue(`3`), one("Error", "just a string"))},
 		{name: "async-function-throws-unawaited", run: with(false, true, `(async () => { await null; throw new Error("lost") })(); await host.rpc("aecho", 1)`, isValue(`1`), one("Error", "lost"))},
 		{name: "rejected-rpc-unawaited", run: with(false, true, `host.rpc("afail"); await host.rpc("sleep", 50); 4`, isValue(`4`), one("Error", "boom from go"))},
-		{name: "true-stops-with-cpu-limit", bug: bugLateRejection, run: with(true, false, `Promise.reject(new Error("stop")); for (;;) {}`, isCPULimit, one("Error", "stop"))},
+		{name: "true-stops-with-cpu-limit", run: with(true, false, `Promise.reject(new Error("stop")); for (;;) {}`, isCPULimit, one("Error", "stop"))},
 		{name: "true-stops-async", run: with(true, true, `await null; Promise.reject(new Error("stop")); await host.rpc("sleep", 10000)`, isCPULimit, one("Error", "stop"))},
-		{name: "true-cannot-be-swallowed", bug: bugLateRejection, run: with(true, true, `
+		{name: "true-cannot-be-swallowed", run: with(true, true, `
 			for (;;) { try { Promise.reject(new Error("s")); for (;;) {} } catch (e) {} }`, isCPULimit, func(t *testing.T, errs []*kafig.JsError) {
 			assert.NotEmpty(t, errs)
 		})},
+		{name: "true-stops-in-job", run: with(true, true, `await null; Promise.reject(new Error("in job")); for (;;) {}`, isCPULimit, one("Error", "in job"))},
+		{name: "true-stops-caught-interrupt-loop", run: with(true, false, `
+			Promise.reject(new Error("stop")); for (;;) { try { for (;;) {} } catch (e) {} finally { continue } }`, isCPULimit, one("Error", "stop"))},
+		// A rejection handled in the same tick is never reported, however
+		// long the script runs around it: each one below would stop the eval
+		// (the handler returns true) if it were.
+		{name: "same-tick-catch-in-long-loop", run: with(true, false, `
+			for (let i = 0; i < 1e4; i++) Promise.reject(new Error("h" + i)).catch(() => {}); 1`, isValue(`1`), none)},
+		{name: "same-tick-async-throw-caught", run: with(true, false, `
+			async function g(i) { throw new Error("g" + i) }
+			for (let i = 0; i < 1e4; i++) g(i).catch(() => {}); 2`, isValue(`2`), none)},
+		{name: "same-tick-then-second-argument", run: with(true, false, `
+			for (let i = 0; i < 1e4; i++) Promise.reject(new Error("t" + i)).then(null, () => {}); 3`, isValue(`3`), none)},
+		{name: "same-tick-awaited-in-loop", run: with(true, true, `
+			let n = 0; for (let i = 0; i < 3e4; i++) { try { await Promise.reject(new Error("a" + i)) } catch { n++ } } n`, isValue(`30000`), none)},
+		{name: "same-tick-async-chain", run: with(true, true, `
+			async function inner(i) { if (i % 2) throw new Error("odd " + i); return i }
+			async function outer(i) { try { return await inner(i) } catch { return -1 } }
+			let s = 0; for (let i = 0; i < 2e4; i++) s += await outer(i); s`, isValue(`99980000`), none)},
+		{name: "same-tick-promise-all", run: with(true, true, `
+			let n = 0; for (let i = 0; i < 1e4; i++) await Promise.all([1, Promise.reject(new Error("all" + i))]).catch(() => n++); n`, isValue(`10000`), none)},
+		{name: "same-tick-in-dispatch", run: func(t *testing.T, c *cctx) {
+			s := &seen{}
+			c.inst = c.newInstance(handler(s, true))
+			c.mustEval(`host.on("e", () => { for (let i = 0; i < 1e4; i++) Promise.reject(new Error("d" + i)).catch(() => {}); return 4 })`)
+			res, err := c.bounded(0, func(ctx context.Context) (json.RawMessage, error) {
+				return c.inst.DispatchEvent(ctx, "e", nil)
+			})
+			isValue(`4`)(t, c, res, err)
+			none(t, got(s))
+		}},
+		// One left unhandled while the script keeps running is reported
+		// even if a handler comes later in the same tick: it was unhandled
+		// for two interrupt polls.
+		{name: "unhandled-while-running-reported", run: with(false, false, `
+			const p = Promise.reject(new Error("late")); for (let i = 0; i < 1e6; i++) {} p.catch(() => {}); 5`, isValue(`5`), one("Error", "late"))},
+		// Polls are counted, not timed: the same script reports the same
+		// rejections on every run and every backend.
+		{name: "deterministic", run: func(t *testing.T, c *cctx) {
+			const src = `for (let i = 0; i < 100; i++) { const p = Promise.reject(new Error("d" + i)); for (let j = 0; j < i * 300; j++) {} p.catch(() => {}) } 6`
+			var runs [][]string
+			for range 3 {
+				s := &seen{}
+				c.inst = c.newInstance(handler(s, false))
+				isValue(`6`)(t, c, c.mustEval(src), nil)
+				var msgs []string
+				for _, e := range got(s) {
+					msgs = append(msgs, e.Message)
+				}
+				runs = append(runs, msgs)
+			}
+			assert.NotEmpty(t, runs[0], "the rejections left unhandled longest are reported")
+			assert.Less(t, len(runs[0]), 100, "those handled at once are not")
+			assert.Equal(t, runs[0], runs[1])
+			assert.Equal(t, runs[0], runs[2])
+		}},
 		{name: "handled-in-same-tick-not-reported", run: with(false, true, `await Promise.reject(new Error("handled")).catch(() => 5)`, isValue(`5`), none)},
 		{name: "caught-by-await-not-reported", run: with(false, true, `try { await Promise.reject(new Error("x")) } catch { 6 }`, isValue(`6`), none)},
 		{name: "result-rejection-not-reported", run: with(false, true, `Promise.reject(new Error("the result"))`, isJsError("Error", "the result"), none)},
@@ -358,7 +414,7 @@ func TestRejection(t *testing.T) {
 			Promise.reject({get name() { throw 1 }, get message() { throw 2 }, toString() { throw 3 }}); 9`, isValue(`9`), func(t *testing.T, errs []*kafig.JsError) {
 			assert.Len(t, errs, 1)
 		})},
-		{name: "in-dispatch", bug: bugLateRejection, run: func(t *testing.T, c *cctx) {
+		{name: "in-dispatch", run: func(t *testing.T, c *cctx) {
 			s := &seen{}
 			c.inst = c.newInstance(handler(s, true))
 			c.mustEval(`host.on("e", () => { Promise.reject(new Error("in event")); for (;;) {} })`)

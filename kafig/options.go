@@ -253,12 +253,41 @@ func WithInterruptCallback(fn func(opcodes, cpuTimeUs uint64) bool) InstanceOpti
 }
 
 // WithPromiseRejectionHandler sets the handler of unhandled promise
-// rejections, called as soon as one occurs.
+// rejections: promises rejected with no handler attached, other than the
+// operation's own result (which ends the operation as its error).
+//
+// A promise is often rejected a moment before its handler is attached
+// (Promise.reject(e).catch(f), an async function's promise that the caller
+// awaits or catches), so the handler is not called the instant the
+// rejection happens; reporting those would be false alarms. It is called:
+//   - at a checkpoint: after the synchronous part of a sync operation, and
+//     in async mode each time every queued promise job has run (when a
+//     browser reports them);
+//   - while the script keeps running, for a rejection still unhandled at
+//     two successive polls of the interrupt counter (abi.InterruptInterval
+//     poll points apart: calls, loop iterations, steps of long builtins),
+//     at the next loop iteration or branch of the script's own code. So a
+//     script that rejects and then loops, in Eval, in a promise job or in
+//     DispatchEvent, is reported within about 10,000 to 20,000 poll points.
+//
+// A rejection handled before the script ran one full poll interval after
+// it (the same expression, the same tick of ordinary code) is never
+// reported; one left unhandled longer is reported even if a handler is
+// attached later in the same tick. Polls are counted, not timed: the same
+// script gets the same reports on every run and every backend. Each
+// rejection is reported at most once.
 //
 // # Notes
-//   - Returning true ends the operation with CodeCPULimitExceeded.
-//   - It runs on the goroutine of the eval, inside the guest call. A panic
-//     in it is recovered and counts as "go on".
+//   - Returning true stops the operation at once with a RuntimeError of
+//     code CodeCPULimitExceeded; like every limit, no catch or finally
+//     block of the script runs after it.
+//   - It runs on the goroutine of the eval, inside the guest call, and its
+//     time does not count as CPU time. A panic in it is recovered and
+//     counts as "go on" (false).
+//   - Reading the error may run the script's getters (name, message,
+//     stack); what they throw is replaced by a fixed text.
+//   - At most 1024 rejections are tracked at a time; beyond that, new ones
+//     go unreported.
 //   - Default: rejections are ignored.
 func WithPromiseRejectionHandler(fn func(*JsError) bool) InstanceOption {
 	return instanceOptionFunc(func(c *instanceConfig) { c.rejection = fn })
@@ -271,6 +300,12 @@ func WithPromiseRejectionHandler(fn func(*JsError) bool) InstanceOption {
 // # Notes
 //   - Valid: MinJSMemoryLimit (64 KiB) to MaxJSMemoryLimit (4 GiB).
 //   - Default: DefaultJSMemoryLimit (32 MiB).
+//   - After an operation that hit the limit, the guest may let the heap
+//     exceed it by at most 1/64 of the limit plus 64 KiB, so that the next
+//     operation has a few KiB to start in (a script whose globals keep the
+//     heap full could otherwise never run the code that frees them, and
+//     the runtime's own tables may have grown while compiling). The
+//     allowance shrinks back to none as the script frees memory.
 func WithJSMemoryLimit(bytes uint64) InstanceOption {
 	return instanceOptionFunc(func(c *instanceConfig) { c.jsMemory, c.hasJSMemory = bytes, true })
 }

@@ -42,14 +42,47 @@ static int rpc_take(uint32_t id, struct rpc_slot *out)
     return 0;
 }
 
-/* ---- unhandled rejections, reported at checkpoints ---- */
+/* ---- unhandled rejections ----
+ *
+ * QuickJS's tracker says "rejected without a handler" when a promise is
+ * rejected and "now handled" when a handler is attached, often a moment
+ * later (`Promise.reject(e).catch(f)`, an async function's promise that the
+ * caller awaits). Reporting the first call at once would report those. So
+ * rejections are kept here and reported:
+ *
+ *  - at checkpoints: after the synchronous part of a sync operation, and
+ *    whenever the async loop has run every queued job (as a browser reports
+ *    them after its microtask checkpoint);
+ *  - from the interrupt poll, for a script that keeps running: a rejection
+ *    still unhandled at two successive polls of QuickJS's interrupt counter
+ *    (KAFIG_INTERRUPT_INTERVAL poll points apart) is reported at that
+ *    second poll, provided it is a poll at a jump of the interpreter (a
+ *    loop or a branch of the script's code), the only place where the
+ *    shim may run JavaScript (reading the error may run getters; patch 07
+ *    marks those polls), otherwise at the next such poll.
+ *
+ * A rejection is thus never reported from a poll before its script ran at
+ * least one full poll interval with it unhandled: one handled within that
+ * interval (the same expression, the same tick of ordinary code) is never
+ * reported at all. Polls are counted, not timed, so when a report happens
+ * is the same on every run of the same script. */
 
 #define MAX_TRACKED_REJECTIONS 1024
 struct rejection {
     JSValue promise, reason;
+    uint64_t seen; /* the poll that first saw it unhandled; 0: none yet */
 };
 static struct rejection rejections[MAX_TRACKED_REJECTIONS];
 static uint32_t rejection_count;
+/* the batch being reported (the tracker may add to rejections meanwhile) */
+static struct rejection reporting_batch[MAX_TRACKED_REJECTIONS];
+static int reporting;
+static uint64_t counter_polls; /* polls of QuickJS's interrupt counter */
+
+/* Where QuickJS calls the interrupt handler from (patch 07). */
+int kafig_poll_site;
+#define KAFIG_POLL_COUNTER 1
+#define KAFIG_POLL_JUMP 2
 
 static void tracker(JSContext *c, JSValueConst promise, JSValueConst reason,
                     JS_BOOL is_handled, void *opaque)
@@ -73,6 +106,7 @@ static void tracker(JSContext *c, JSValueConst promise, JSValueConst reason,
         return;
     rejections[rejection_count].promise = JS_DupValue(ctx, promise);
     rejections[rejection_count].reason = JS_DupValue(ctx, reason);
+    rejections[rejection_count].seen = 0;
     rejection_count++;
 }
 
@@ -86,36 +120,77 @@ static void rejections_clear(void)
     rejection_count = 0;
 }
 
-/* report_rejections tells the host about every rejection still unhandled
- * at this checkpoint, except the operation's own result promise. */
-static void report_rejections(void)
+/* report_rejections tells the host about the tracked rejections (all of
+ * them, or with overdue_only those a poll before the current one saw),
+ * except the operation's own result promise, until the host says stop.
+ * Not reentrant: reading an error runs JavaScript, whose polls must not
+ * start another report. */
+static void report_rejections(int overdue_only)
 {
-    uint32_t i, n = rejection_count;
-    struct rejection list[MAX_TRACKED_REJECTIONS];
-    if (n == 0)
+    uint32_t i, n = 0, kept = 0;
+    if (reporting || rejection_count == 0)
         return;
-    memcpy(list, rejections, n * sizeof(list[0]));
-    rejection_count = 0;
+    reporting = 1;
+    for (i = 0; i < rejection_count; i++) {
+        struct rejection *r = &rejections[i];
+        if (!overdue_only || (r->seen != 0 && r->seen < counter_polls))
+            reporting_batch[n++] = *r;
+        else
+            rejections[kept++] = *r;
+    }
+    rejection_count = kept;
     for (i = 0; i < n; i++) {
+        struct rejection *r = &reporting_batch[i];
         int own = JS_VALUE_GET_TAG(op_promise) == JS_TAG_OBJECT &&
-                  JS_VALUE_GET_PTR(list[i].promise) == JS_VALUE_GET_PTR(op_promise);
+                  JS_VALUE_GET_PTR(r->promise) == JS_VALUE_GET_PTR(op_promise);
         if (!own && !limit_status) {
-            if (error_document(list[i].reason) == 0 &&
+            if (error_document(r->reason) == 0 &&
                 host_rejection(xch.result_ptr, xch.result_len) && !limit_status)
                 limit_status = KAFIG_STATUS_CPU_LIMIT_EXCEEDED;
             free_result();
         }
-        JS_FreeValue(ctx, list[i].promise);
-        JS_FreeValue(ctx, list[i].reason);
+        JS_FreeValue(ctx, r->promise);
+        JS_FreeValue(ctx, r->reason);
     }
+    reporting = 0;
+}
+
+/* rejections_poll runs at every poll of QuickJS's interrupt counter: it
+ * marks the rejections this poll sees for the first time and, at a jump of
+ * the interpreter, reports those an earlier poll saw. What the script was
+ * doing is left as it was: a pending exception (none is expected at a
+ * jump) and the stack-overflow flag (reading an error near the stack limit
+ * may set it without the script overflowing). */
+static void rejections_poll(int at_jump)
+{
+    uint32_t i;
+    int overdue = 0, overflow;
+    JSValue pending;
+    counter_polls++;
+    for (i = 0; i < rejection_count; i++) {
+        if (rejections[i].seen == 0)
+            rejections[i].seen = counter_polls;
+        else
+            overdue = 1;
+    }
+    if (!overdue || !at_jump || reporting)
+        return;
+    pending = JS_GetException(ctx);
+    overflow = stack_overflow_hit;
+    report_rejections(1);
+    stack_overflow_hit = overflow;
+    if (!JS_IsUninitialized(pending))
+        JS_Throw(ctx, pending);
 }
 
 /* ---- QuickJS callbacks ---- */
 
 static int interrupt_handler(JSRuntime *r, void *opaque)
 {
+    int site = kafig_poll_site;
     (void)r;
     (void)opaque;
+    kafig_poll_site = 0;
     xch.opcodes += KAFIG_INTERRUPT_INTERVAL;
     if (!initialized)
         return 0;
@@ -125,7 +200,9 @@ static int interrupt_handler(JSRuntime *r, void *opaque)
         limit_status = KAFIG_STATUS_CPU_LIMIT_EXCEEDED;
         return 1;
     }
-    return 0;
+    if (site != 0)
+        rejections_poll(site == KAFIG_POLL_JUMP);
+    return limit_status != 0;
 }
 
 /* Work counted by loops and allocations that have no poll point of their
@@ -158,7 +235,7 @@ void kafig_note_stack_overflow(JSRuntime *r)
 
 static JSValue handlers; /* event name -> function, null prototype */
 
-/* method_arg checks and converts an RPC method or event name. */
+/* name_arg checks and converts an RPC method or event name. */
 static const char *name_arg(JSValueConst v, size_t *len, const char *what)
 {
     const char *s;
@@ -191,6 +268,40 @@ static const char *params_json(JSValueConst v, size_t *len, JSValue *holder)
     return JS_ToCStringLen(ctx, len, *holder);
 }
 
+/* The arguments of host.rpc and host.rpcSync, converted: the method name
+ * and the params as JSON, both valid until rpc_args_free. */
+struct rpc_args {
+    const char *method, *params;
+    size_t mlen, plen;
+    JSValue holder; /* the params' JSON string, or undefined for "null" */
+};
+
+/* rpc_args_get converts (method, params); returns -1 with an exception
+ * pending, having freed what it took. what names the function in errors. */
+static int rpc_args_get(struct rpc_args *a, int argc, JSValueConst *argv, const char *what)
+{
+    a->holder = JS_UNDEFINED;
+    a->method = name_arg(argc > 0 ? argv[0] : JS_UNDEFINED, &a->mlen, what);
+    if (!a->method)
+        return -1;
+    a->params = params_json(argc > 1 ? argv[1] : JS_UNDEFINED, &a->plen, &a->holder);
+    if (!a->params) {
+        JS_FreeCString(ctx, a->method);
+        JS_FreeValue(ctx, a->holder);
+        return -1;
+    }
+    return 0;
+}
+
+static void rpc_args_free(struct rpc_args *a)
+{
+    JS_FreeCString(ctx, a->method);
+    if (!JS_IsUndefined(a->holder)) {
+        JS_FreeCString(ctx, a->params);
+        JS_FreeValue(ctx, a->holder);
+    }
+}
+
 static JSValue reject_with(const char *msg)
 {
     JSValue funcs[2], p, err;
@@ -209,23 +320,15 @@ static JSValue reject_with(const char *msg)
 
 static JSValue js_host_rpc(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
 {
-    size_t mlen, plen;
-    const char *method, *params;
-    JSValue holder = JS_UNDEFINED, p, funcs[2];
+    struct rpc_args a;
+    JSValue p, funcs[2];
     uint32_t id;
     struct rpc_slot *slots;
     (void)c;
     (void)this_val;
 
-    method = name_arg(argc > 0 ? argv[0] : JS_UNDEFINED, &mlen, "host.rpc: method");
-    if (!method)
+    if (rpc_args_get(&a, argc, argv, "host.rpc: method") < 0)
         return JS_EXCEPTION;
-    params = params_json(argc > 1 ? argv[1] : JS_UNDEFINED, &plen, &holder);
-    if (!params) {
-        JS_FreeCString(ctx, method);
-        JS_FreeValue(ctx, holder);
-        return JS_EXCEPTION;
-    }
     if (!op_active || !op_async) {
         p = reject_with("host.rpc needs an async evaluation (kafig.WithAsync)");
         goto done;
@@ -244,8 +347,8 @@ static JSValue js_host_rpc(JSContext *c, JSValueConst this_val, int argc, JSValu
     if (JS_IsException(p))
         goto done;
     id = ++rpc_next_id;
-    if (host_rpc_async(id, (uint32_t)(uintptr_t)method, (uint32_t)mlen,
-                       (uint32_t)(uintptr_t)params, (uint32_t)plen) != 0) {
+    if (host_rpc_async(id, (uint32_t)(uintptr_t)a.method, (uint32_t)a.mlen,
+                       (uint32_t)(uintptr_t)a.params, (uint32_t)a.plen) != 0) {
         JS_FreeValue(ctx, p);
         JS_FreeValue(ctx, funcs[0]);
         JS_FreeValue(ctx, funcs[1]);
@@ -257,11 +360,7 @@ static JSValue js_host_rpc(JSContext *c, JSValueConst this_val, int argc, JSValu
     rpc_slots[rpc_count].reject = funcs[1];
     rpc_count++;
 done:
-    JS_FreeCString(ctx, method);
-    if (!JS_IsUndefined(holder)) {
-        JS_FreeCString(ctx, params);
-        JS_FreeValue(ctx, holder);
-    }
+    rpc_args_free(&a);
     return p;
 }
 
@@ -286,31 +385,19 @@ static JSValue throw_message(char *buf, size_t len)
 
 static JSValue js_host_rpc_sync(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv)
 {
-    size_t mlen, plen;
-    const char *method, *params;
-    JSValue holder = JS_UNDEFINED, ret;
+    struct rpc_args a;
+    JSValue ret;
     uint64_t answer;
     uint32_t status, len;
     char *buf;
     (void)c;
     (void)this_val;
 
-    method = name_arg(argc > 0 ? argv[0] : JS_UNDEFINED, &mlen, "host.rpcSync: method");
-    if (!method)
+    if (rpc_args_get(&a, argc, argv, "host.rpcSync: method") < 0)
         return JS_EXCEPTION;
-    params = params_json(argc > 1 ? argv[1] : JS_UNDEFINED, &plen, &holder);
-    if (!params) {
-        JS_FreeCString(ctx, method);
-        JS_FreeValue(ctx, holder);
-        return JS_EXCEPTION;
-    }
-    answer = host_rpc_sync((uint32_t)(uintptr_t)method, (uint32_t)mlen,
-                           (uint32_t)(uintptr_t)params, (uint32_t)plen);
-    JS_FreeCString(ctx, method);
-    if (!JS_IsUndefined(holder)) {
-        JS_FreeCString(ctx, params);
-        JS_FreeValue(ctx, holder);
-    }
+    answer = host_rpc_sync((uint32_t)(uintptr_t)a.method, (uint32_t)a.mlen,
+                           (uint32_t)(uintptr_t)a.params, (uint32_t)a.plen);
+    rpc_args_free(&a);
     status = (uint32_t)(answer >> 32);
     len = (uint32_t)answer;
     if (len < KAFIG_EXCHANGE_DATA_SIZE) {

@@ -8,12 +8,49 @@ static void update_header(void)
 {
     if (heap_state) {
         xch.heap_used = heap_state->malloc_size;
-        xch.heap_limit = heap_state->malloc_limit == (size_t)-1 ? 0 : heap_state->malloc_limit;
+        xch.heap_limit = heap_base_limit == (size_t)-1 ? 0 : heap_base_limit;
     }
     xch.pending = rpc_count;
 }
 
 static int op_unwrap; /* op_promise resolves to QuickJS's {value} wrapper */
+
+/* The room an operation needs to start: compiling is done with headroom
+ * (see compiled), but creating the script's function object and its first
+ * steps are not, and a heap left within a few hundred bytes of its limit
+ * would fail every later operation, even one that frees the data. */
+#define START_RESERVE (4 << 10)
+
+/* heap_allowance_update keeps a full heap usable once an operation has
+ * ended. Two things can leave it with no room to start another one:
+ *  - compiling with headroom can grow tables the runtime never shrinks (the
+ *    atom array and hash, the shape hash) past the limit: the heap then
+ *    stays above the limit and every later operation fails at its first
+ *    allocation (seen: a new global name after a heap bomb grew the atom
+ *    array by about 2 KiB);
+ *  - a script that keeps what it allocated (a global) can leave less than
+ *    an operation needs to start, so that it cannot even run `s = null`.
+ * After an operation that hit a limit (grow) the allowance becomes what
+ * restores START_RESERVE bytes of room; after any operation it shrinks to
+ * that as the script frees memory, down to none. It never exceeds 1/64 of
+ * the limit plus 64 KiB, so a script that keeps hitting the limit gains at
+ * most that much. */
+static void heap_allowance_update(int grow)
+{
+    size_t used, want, cap;
+    if (!heap_state || heap_base_limit == (size_t)-1)
+        return;
+    used = heap_state->malloc_size;
+    want = used + START_RESERVE > heap_base_limit ? used + START_RESERVE - heap_base_limit : 0;
+    cap = heap_base_limit / 64 + (64 << 10);
+    if (want > cap)
+        want = cap;
+    if (want > SIZE_MAX - 1 - heap_base_limit)
+        want = SIZE_MAX - 1 - heap_base_limit;
+    if (grow ? want > heap_allowance : want < heap_allowance)
+        heap_allowance = want;
+    heap_state->malloc_limit = heap_base_limit + heap_allowance;
+}
 static void cache_clear(void);
 
 static void seed_random(void)
@@ -46,6 +83,9 @@ static int op_end(int status)
         /* garbage in cycles (e.g. what a bomb built before it failed) is
          * only freed by the cycle collector */
         JS_RunGC(rt);
+        heap_allowance_update(1);
+    } else {
+        heap_allowance_update(0);
     }
     limit_status = 0;
     stack_overflow_hit = 0;
@@ -94,7 +134,7 @@ static int settle_sync(JSValue v, int unwrap)
         op_promise = JS_DupValue(ctx, v); /* not an unhandled rejection */
         if (state == JS_PROMISE_PENDING) {
             JS_FreeValue(ctx, v);
-            report_rejections();
+            report_rejections(0);
             if (limit_status)
                 return limit_result(limit_status);
             return status_message(KAFIG_STATUS_RUNTIME_ERROR,
@@ -103,7 +143,7 @@ static int settle_sync(JSValue v, int unwrap)
         r = JS_PromiseResult(ctx, v);
         JS_FreeValue(ctx, v);
         if (state == JS_PROMISE_REJECTED) {
-            report_rejections();
+            report_rejections(0);
             return finish_rejection(r);
         }
         v = unwrap ? unwrap_eval_result(r) : r;
@@ -111,7 +151,7 @@ static int settle_sync(JSValue v, int unwrap)
         if (JS_IsException(v))
             return finish_exception();
     }
-    report_rejections();
+    report_rejections(0);
     return finish_value(v);
 }
 
@@ -141,7 +181,7 @@ static int run_async(void)
                 continue; /* the completion value is a promise: await it too */
             /* op_promise now holds the settled value */
         }
-        report_rejections();
+        report_rejections(0);
         if (limit_status)
             return limit_result(limit_status);
         if (state == JS_PROMISE_PENDING) {
@@ -338,7 +378,9 @@ EXPORT(KAFIG_EXPORT_SET_LIMITS) uint32_t kafig_set_limits(uint64_t heap, uint32_
         return KAFIG_STATUS_BAD_INPUT;
     /* 0, and anything a wasm32 size_t cannot hold (4 GiB), is no limit:
      * linear memory cannot exceed 4 GiB anyway */
-    JS_SetMemoryLimit(rt, heap && heap < SIZE_MAX ? (size_t)heap : (size_t)-1);
+    heap_base_limit = heap && heap < SIZE_MAX ? (size_t)heap : (size_t)-1;
+    heap_allowance = 0;
+    JS_SetMemoryLimit(rt, heap_base_limit);
     JS_SetMaxStackSize(rt, stack ? stack : KAFIG_DEFAULT_JS_STACK);
     update_header();
     return KAFIG_STATUS_OK;

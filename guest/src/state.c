@@ -49,6 +49,12 @@ static int stack_overflow_hit;
 
 static JSMallocState *heap_state;
 
+/* The heap limit the host set (kafig_set_limits), and the allowance above
+ * it that the shim may grant after an operation hit it (see
+ * heap_allowance_update in ops.c). The allocator enforces their sum. */
+static size_t heap_base_limit = (size_t)-1;
+static size_t heap_allowance;
+
 int kafig_poll_work(int64_t work);
 
 static void note_oom(void)
