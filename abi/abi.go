@@ -113,9 +113,23 @@ const ExportCount = int(exportCount)
 // The guard is not compiled C: guest/build.sh adds it after wasm-opt with
 // guest/cmd/wasmguard, since an optimizer that saw the global could hoist
 // its load out of a loop that never writes it. A host that does not use it
-// (wasmtime interrupts with epochs) pays a load and a branch per loop
-// iteration.
+// (wasmtime interrupts with epochs) still pays for it: a few instructions
+// per loop iteration.
 const StopGlobal = "kafig_stop"
+
+// YieldOpcodes is the argument of ImportInterrupt when the loop guard calls
+// it as a yield rather than a poll: every YieldEvery iterations of any
+// loop, so that the host's code runs now and then even while the guest is
+// inside a builtin that never polls. That matters to a host whose engine
+// runs guest code on a goroutine it cannot preempt (wazero): Go's garbage
+// collector stops the world by waiting for every goroutine to reach a safe
+// point, and without the yield a non-polling loop would freeze the whole
+// process. The host answers 0 (non-zero traps) and must not count it as a
+// poll: the guest's opcode counter never reaches this value.
+const YieldOpcodes = ^uint64(0)
+
+// YieldEvery is the number of loop iterations between two yields.
+const YieldEvery = 1 << 16
 
 // Status is what an export that runs JavaScript returns.
 type Status uint32

@@ -67,7 +67,7 @@ func guestImports() (imps [abi.ImportCount]backend.HostFunc) {
 	imps[abi.ImportInterrupt] = func(ctx context.Context, mem backend.Memory, stack []uint64) {
 		opcodes := stack[0]
 		stack[0] = 0
-		if opcodes > 200_000_000 {
+		if opcodes > 200_000_000 && opcodes != abi.YieldOpcodes {
 			stack[0] = 1
 		}
 	}

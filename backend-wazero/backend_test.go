@@ -58,6 +58,10 @@ type host struct {
 func (h *host) config() backend.InstanceConfig {
 	var cfg backend.InstanceConfig
 	cfg.Imports[abi.ImportInterrupt] = func(ctx context.Context, mem backend.Memory, stack []uint64) {
+		if stack[0] == abi.YieldOpcodes {
+			stack[0] = 0 // the loop guard's yield (fake.wat), not a poll
+			return
+		}
 		h.calls.Add(1)
 		if h.interrupt == nil {
 			h.unexpected.Add(1)
@@ -730,4 +734,24 @@ func TestDroppedInstanceIsFreed(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// TestGCWhileGuestLoops: wazero runs guest code on a goroutine that Go
+// cannot preempt, so a stop-the-world pause waits for it to call the host.
+// The guard's yield (abi.YieldOpcodes) makes even a loop that never polls
+// call the host now and then: a collection started while it runs completes.
+func TestGCWhileGuestLoops(t *testing.T) {
+	inst := instantiate(t, compileFake(t), &host{t: t}, 0)
+	done := make(chan error, 1)
+	go func() { done <- inst.Call(context.Background(), abi.ExportAbort, make([]uint64, 4)) }()
+	time.Sleep(20 * time.Millisecond) // the guest is in its endless loop
+	gcDone := make(chan struct{})
+	go func() { runtime.GC(); close(gcDone) }()
+	select {
+	case <-gcDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a garbage collection could not stop the world while the guest looped")
+	}
+	inst.Stop()
+	require.ErrorIs(t, <-done, backend.ErrStopped)
 }

@@ -18,8 +18,15 @@ import (
 
 // hostInterrupt: interrupt(opcodes i64) -> i32.
 func (in *Instance) hostInterrupt(_ context.Context, _ backend.Memory, stack []uint64) {
-	now := nanotime()
 	ops := stack[0]
+	if ops == abi.YieldOpcodes {
+		// The loop guard's yield (abi.YieldOpcodes): a safe point for the
+		// Go runtime, not a poll; the monitor must still see a guest that
+		// does not poll.
+		stack[0] = 0
+		return
+	}
+	now := nanotime()
 	in.lastPoll.Store(now)
 	in.opcodes.Store(ops)
 	stack[0] = 0

@@ -3,7 +3,8 @@
 ;; endless loops and memory growth. Not a JavaScript engine.
 ;;
 ;; Like the real guest, it has the stop guard (abi.StopGlobal, tested at the
-;; top of every loop). gen.sh also writes fake_noguard.wasm from this file
+;; top of every loop, with the yield: see guest/internal/wasmguard). gen.sh
+;; also writes fake_noguard.wasm from this file
 ;; without the lines that end in ";; guard", for the backend's fallback.
 (module
   (import "env" "interrupt" (func $interrupt (param i64) (result i32)))
@@ -23,6 +24,8 @@
   (data (i32.const 4104) "\00\10\00\00\06\00\00\00")
 
   (global $stop (export "kafig_stop") (mut i32) (i32.const 0)) ;; guard
+  (global $budget (mut i32) (i32.const 65536)) ;; guard
+  (func $slow (if (global.get $stop) (then (unreachable))) (global.set $budget (i32.const 65536)) (if (call $interrupt (i64.const -1)) (then (unreachable)))) ;; guard
 
   (func (export "kafig_abi_version") (result i32) (i32.const 1))
 
@@ -52,7 +55,7 @@
     (local $n i64)
     (block $done
       (loop $again
-        (if (global.get $stop) (then (unreachable))) ;; guard
+        (global.set $budget (i32.sub (global.get $budget) (i32.const 1))) (if (i32.or (i32.eqz (global.get $budget)) (global.get $stop)) (then (call $slow))) ;; guard
         (br_if $done (call $interrupt (local.get $n)))
         (local.set $n (i64.add (local.get $n) (i64.const 1)))
         (br $again)))
@@ -94,6 +97,6 @@
   ;; Loops forever without calling the host.
   (func (export "kafig_abort")
     (loop $forever
-      (if (global.get $stop) (then (unreachable))) ;; guard
+      (global.set $budget (i32.sub (global.get $budget) (i32.const 1))) (if (i32.or (i32.eqz (global.get $budget)) (global.get $stop)) (then (call $slow))) ;; guard
       (br $forever)))
 )

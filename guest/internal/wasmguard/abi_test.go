@@ -13,3 +13,9 @@ func TestStopGlobalIsTheABIs(t *testing.T) {
 		t.Fatalf("wasmguard.DefaultStopGlobal = %q, abi.StopGlobal = %q", DefaultStopGlobal, abi.StopGlobal)
 	}
 }
+
+func TestYieldIsTheABIs(t *testing.T) {
+	if YieldArg != abi.YieldOpcodes || DefaultYieldEvery != abi.YieldEvery {
+		t.Fatalf("wasmguard yields with %#x every %d, abi says %#x every %d", YieldArg, DefaultYieldEvery, abi.YieldOpcodes, abi.YieldEvery)
+	}
+}

@@ -9,6 +9,10 @@
 //     never call the host. That is a load and a branch per iteration, where
 //     the engines' own backstops are far dearer (wazero's
 //     WithCloseOnContextDone calls out to Go at every loop header).
+//     With Options.Yield the guard also counts iterations and calls a host
+//     import every so many of them (see yield.go): an engine that cannot
+//     preempt guest code (wazero, under Go's garbage collector) needs the
+//     guest to call the host now and then, even in loops that never poll.
 //   - It merges the active data segments. Wizer writes the snapshot as one
 //     segment per non-zero run of memory (about 2,200 for kafig.wasm) and
 //     engines pay per segment at every instantiation. Segments that are
@@ -43,6 +47,9 @@ type Options struct {
 	// StopGlobal is the export name of the stop global; empty means no guard
 	// is added.
 	StopGlobal string
+	// Yield, with StopGlobal, makes the guard also call an import every so
+	// many loop iterations (see Yield).
+	Yield *Yield
 	// MergeData merges active data segments whose gap is at most MaxGap bytes.
 	MergeData bool
 	MaxGap    uint32
@@ -53,6 +60,7 @@ type Report struct {
 	Functions    int    // function bodies
 	Loops        int    // loops guarded
 	GlobalIndex  uint32 // index of the stop global (when added)
+	SlowFunc     uint32 // index of the guard's slow path (with Yield)
 	SegmentsIn   int    // data segments before
 	SegmentsOut  int    // data segments after
 	MergeSkipped string // why segments were not merged, if they were not
@@ -113,6 +121,17 @@ func Apply(wasm []byte, opts Options) ([]byte, Report, error) {
 		}
 		rep.GlobalIndex = nGlobals
 		guard := guardFor(nGlobals)
+		var fs funcSpace
+		if opts.Yield != nil {
+			if opts.Yield.Every == 0 || opts.Yield.Every > 1<<31-1 {
+				return nil, rep, fmt.Errorf("yield every %d loop iterations: out of range", opts.Yield.Every)
+			}
+			if fs, err = findYield(secs, *opts.Yield); err != nil {
+				return nil, rep, err
+			}
+			rep.SlowFunc = fs.imported + fs.defined
+			guard = yieldGuardFor(nGlobals, nGlobals+1, rep.SlowFunc)
+		}
 		if i := idx(secCode); i >= 0 {
 			body, n, loops, refs, err := rewriteCode(secs[i].body, guard)
 			if err != nil {
@@ -122,6 +141,18 @@ func Apply(wasm []byte, opts Options) ([]byte, Report, error) {
 		}
 		if secs, err = addGlobal(secs, opts.StopGlobal, nGlobals); err != nil {
 			return nil, rep, err
+		}
+		if y := opts.Yield; y != nil {
+			if secs, err = addBudget(secs, y.Every); err != nil {
+				return nil, rep, err
+			}
+			var typ uint32
+			if secs, typ, err = typeIndex(secs, typeVoid); err != nil {
+				return nil, rep, err
+			}
+			if secs, err = addSlowFunc(secs, typ, slowBody(nGlobals, nGlobals+1, fs.yield, y.Every)); err != nil {
+				return nil, rep, err
+			}
 		}
 	} else if i := idx(secCode); i >= 0 {
 		// Walk the code anyway: merging needs to know about data references.
@@ -495,8 +526,9 @@ func guardFor(global uint32) []byte {
 
 // CountUnguardedLoops returns how many loops of the module do not start
 // with the guard of the exported global name (the module must export a
-// global of that name). The guest's tests use it to check the committed
-// kafig.wasm.
+// global of that name), in either form: the stop check alone, or with the
+// yield (budget global right after the stop global, slow path the last
+// function). The guest's tests use it to check the committed kafig.wasm.
 func CountUnguardedLoops(wasm []byte, name string) (int, error) {
 	secs, err := splitSections(wasm)
 	if err != nil {
@@ -534,6 +566,27 @@ func CountUnguardedLoops(wasm []byte, name string) (int, error) {
 		return 0, fmt.Errorf("the module exports no global %q", name)
 	}
 	guard := guardFor(global)
+	var nFuncs uint32
+	for _, s := range secs {
+		switch s.id {
+		case secImport:
+			if err := eachImport(s.body, func(_, _ string, kind byte, _ uint32) error {
+				if kind == 0x00 {
+					nFuncs++
+				}
+				return nil
+			}); err != nil {
+				return 0, err
+			}
+		case secFunction:
+			n, err := (&reader{b: s.body}).u32()
+			if err != nil {
+				return 0, err
+			}
+			nFuncs += n
+		}
+	}
+	yieldGuard := yieldGuardFor(global, global+1, nFuncs-1)
 	unguarded := 0
 	for _, s := range secs {
 		if s.id != secCode {
@@ -554,7 +607,7 @@ func CountUnguardedLoops(wasm []byte, name string) (int, error) {
 				return 0, err
 			}
 			if _, err := walkBody(b, func(at int) {
-				if !bytes.HasPrefix(b[at:], guard) {
+				if !bytes.HasPrefix(b[at:], guard) && !bytes.HasPrefix(b[at:], yieldGuard) {
 					unguarded++
 				}
 			}); err != nil {

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,4 +490,85 @@ func TestRealGuest(t *testing.T) {
 	_, err = CountUnguardedLoops(out, "nonexistent")
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "nonexistent"))
+}
+
+// yieldModule: an import env.y of type (i64) -> i32 and "spin" as in
+// loopModule, so the pass can make the guard yield.
+func yieldModule() *mod {
+	m := &mod{}
+	m.add(secType, vec([]byte{0x60, 0x01, 0x7f, 0x01, 0x7f}, typeI64ToI32)...)
+	m.add(secImport, vec(append(append(appendName(nil, "env"), appendName(nil, "y")...), 0x00, 0x01))...)
+	m.add(secFunction, vec([]byte{0x00})...)
+	m.add(secExport, vec(append(appendName(nil, "spin"), 0x00, 0x01))...)
+	spin := code([]byte{0x01, 0x01, 0x7f},
+		0x03, blockEmpty,
+		0x20, 0x01, 0x41, 0x01, 0x6a, 0x22, 0x01,
+		0x20, 0x00, 0x47, 0x0d, 0x00,
+		opEnd,
+		0x20, 0x01, opEnd)
+	m.add(secCode, vec(spin)...)
+	return m
+}
+
+// TestYield: with Options.Yield the guard calls the import every Every
+// iterations with YieldArg (a safe point for a Go host even in a loop that
+// never calls it), a non-zero answer traps, the stop global still works,
+// and a garbage collection started while the loop runs completes.
+func TestYield(t *testing.T) {
+	opts := Options{StopGlobal: "stop", Yield: &Yield{Module: "env", Name: "y", Every: 100}}
+	out, rep := apply(t, yieldModule().bytes(), opts)
+	assert.EqualValues(t, 2, rep.SlowFunc, "after the import and spin")
+	n, err := CountUnguardedLoops(out, "stop")
+	require.NoError(t, err)
+	assert.Zero(t, n)
+
+	ctx := context.Background()
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	var yields, others atomic.Int64
+	var answer atomic.Uint32
+	_, err = r.NewHostModuleBuilder("env").NewFunctionBuilder().WithFunc(func(_ context.Context, arg uint64) uint32 {
+		if arg == YieldArg {
+			yields.Add(1)
+		} else {
+			others.Add(1)
+		}
+		return answer.Load()
+	}).Export("y").Instantiate(ctx)
+	require.NoError(t, err)
+	inst, err := r.Instantiate(ctx, out)
+	require.NoError(t, err)
+	res, err := inst.ExportedFunction("spin").Call(ctx, 1000)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1000, res[0])
+	assert.EqualValues(t, 10, yields.Load(), "one yield every 100 iterations")
+	assert.Zero(t, others.Load())
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := inst.ExportedFunction("spin").Call(ctx, 0) // forever
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	gcDone := make(chan struct{})
+	go func() { runtime.GC(); close(gcDone) }()
+	select {
+	case <-gcDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a collection could not stop the world while the loop ran")
+	}
+	answer.Store(1) // the next yield traps
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "unreachable")
+	case <-time.After(5 * time.Second):
+		t.Fatal("a non-zero yield answer did not stop the loop")
+	}
+
+	// A module without the import is refused.
+	_, _, err = Apply(loopModule().bytes(), opts)
+	require.ErrorContains(t, err, "imports no function env.y")
+	opts.Yield.Every = 0
+	_, _, err = Apply(yieldModule().bytes(), opts)
+	require.ErrorContains(t, err, "out of range")
 }
