@@ -14,6 +14,7 @@ type options struct {
 	backstop     bool
 	maxWasmStack int    // bytes; 0: DefaultMaxWasmStack
 	jsStack      uint32 // bytes; 0: derived from the max wasm stack
+	pool         int    // instance pool slots; 0: DefaultInstancePool, < 0: none
 }
 
 // Stack defaults, measured with the real guest (TestGuestStackSweep; see
@@ -44,6 +45,9 @@ const (
 	stackReserve = 1 << 20
 	// minJSStack is the least QuickJS stack limit Compile accepts.
 	minJSStack = 32 << 10
+	// DefaultInstancePool is the number of instance slots of the pool
+	// (see WithInstancePool).
+	DefaultInstancePool = 1000
 )
 
 // WithCacheDir keeps the compiled guest in dir (created 0700 if missing), so
@@ -79,6 +83,29 @@ func WithMaxWasmStack(bytes int) Option { return func(o *options) { o.maxWasmSta
 // instance).
 func WithJSStackLimit(bytes uint32) Option { return func(o *options) { o.jsStack = bytes } }
 
+// WithInstancePool sets how many instances the engine's pooling allocator
+// holds (default DefaultInstancePool); 0 or less turns the pool off.
+//
+// With the pool, instances are made in slots reserved when the guest is
+// compiled, reused with the guest's memory image still mapped, instead of
+// mapping and unmapping memory and metadata per instance: creating an
+// instance is several times cheaper. Each slot reserves about 4 GiB of
+// address space (the 32-bit linear memory and its guard region, as every
+// instance does without the pool), so the default pool reserves about
+// 4 TiB of virtual memory, none of it resident until used. Instances beyond
+// the pool's size are made by a second engine that allocates on demand (made
+// on first need from the same compiled code), so the number of live
+// instances is not capped. When the process cannot reserve the pool's
+// address space, the engine allocates on demand.
+func WithInstancePool(slots int) Option {
+	return func(o *options) {
+		o.pool = slots
+		if slots <= 0 {
+			o.pool = -1
+		}
+	}
+}
+
 // New returns the wasmtime backend. The value also implements
 // backend.StackAdvisor.
 func New(opts ...Option) backend.Backend {
@@ -108,6 +135,17 @@ func (o options) wasmStack() int {
 		ws = max((ts-stackReserve)&^(64<<10-1), 0)
 	}
 	return ws
+}
+
+// poolSlots is the number of pool slots, 0 for none.
+func (o options) poolSlots() int {
+	switch {
+	case o.pool == 0:
+		return DefaultInstancePool
+	case o.pool < 0:
+		return 0
+	}
+	return o.pool
 }
 
 // jsStackLimit is the explicit limit, or the max wasm stack / nativePerJS.
