@@ -688,8 +688,8 @@ func TestInstancePoolSpill(t *testing.T) {
 	}
 	assert.Zero(t, c.pooled.Load())
 
-	// Without the pool, everything is on demand.
-	m0 := compileFake(t, WithInstancePool(0))
+	// Without the pool (the default), everything is on demand.
+	m0 := compileFake(t)
 	defer m0.Close(ctx)
 	assert.Zero(t, m0.(*module).c.main.slots)
 	in, err = m0.Instantiate(ctx, backend.InstanceConfig{})

@@ -230,7 +230,7 @@ func BenchmarkGuestEval(b *testing.B) {
 // it), steadier than wall time on a busy machine.
 func BenchmarkGuestInstantiate(b *testing.B) {
 	defer closeGuestModules()
-	for _, pool := range []int{DefaultInstancePool, 0} {
+	for _, pool := range []int{1000, 0} {
 		for _, setup := range []bool{false, true} {
 			name := "pool"
 			if pool == 0 {

@@ -200,6 +200,8 @@ extern void wasmtime_pooling_allocation_config_max_memory_size_set(
     wasmtime_pooling_allocation_config_t *, size_t);
 extern void wasmtime_pooling_allocation_config_table_elements_set(
     wasmtime_pooling_allocation_config_t *, size_t);
+extern void wasmtime_pooling_allocation_config_table_keep_resident_set(
+    wasmtime_pooling_allocation_config_t *, size_t);
 extern void wasmtime_pooling_allocation_strategy_set(
     wasm_config_t *, const wasmtime_pooling_allocation_config_t *);
 
