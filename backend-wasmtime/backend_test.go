@@ -644,3 +644,56 @@ func TestStopDuringHostFunction(t *testing.T) {
 		assert.Empty(t, rec.got(abi.ImportRPCSyncTake), "no import after the stop")
 	}
 }
+
+// Instances beyond the pool's slots spill over to an on-demand engine; both
+// kinds work side by side, Stop stops the right one, and closing frees their
+// slots for new pooled instances.
+func TestInstancePoolSpill(t *testing.T) {
+	ctx := context.Background()
+	m := compileFake(t, WithInstancePool(2))
+	defer m.Close(ctx)
+	c := m.(*module).c
+	require.Equal(t, 2, c.main.slots, "the pool is on")
+	var ins []*instance
+	for range 4 {
+		in, err := m.Instantiate(ctx, backend.InstanceConfig{MaxMemoryPages: 4})
+		require.NoError(t, err)
+		ins = append(ins, in.(*instance))
+	}
+	assert.True(t, ins[0].pooled)
+	assert.True(t, ins[1].pooled)
+	assert.False(t, ins[2].pooled)
+	assert.False(t, ins[3].pooled)
+	assert.Same(t, c.main, ins[1].fl)
+	assert.NotSame(t, c.main, ins[2].fl)
+	assert.Same(t, ins[2].fl, ins[3].fl, "one spill engine")
+	assert.Equal(t, int64(2), c.pooled.Load())
+	for _, in := range ins {
+		assert.Equal(t, uint64(3), call(t, in, abi.ExportEval, 1, 2, 0)[0])
+		assert.Equal(t, uint32(2*abi.PageSize), in.Memory().Size())
+		assert.Equal(t, uint64(2), call(t, in, abi.ExportAlloc, 2)[0], "grows to the cap")
+		assert.Equal(t, uint64(1<<32-1), call(t, in, abi.ExportAlloc, 1)[0], "not beyond")
+	}
+	ins[2].Stop()
+	assert.ErrorIs(t, ins[2].Call(ctx, abi.ExportEval, []uint64{1, 2, 0}), backend.ErrDead)
+	assert.Equal(t, uint64(3), call(t, ins[3], abi.ExportEval, 1, 2, 0)[0])
+	require.NoError(t, ins[0].Close(ctx))
+	assert.Equal(t, int64(1), c.pooled.Load())
+	in, err := m.Instantiate(ctx, backend.InstanceConfig{})
+	require.NoError(t, err)
+	assert.True(t, in.(*instance).pooled, "a freed slot is reused")
+	require.NoError(t, in.Close(ctx))
+	for _, in := range ins[1:] {
+		require.NoError(t, in.Close(ctx))
+	}
+	assert.Zero(t, c.pooled.Load())
+
+	// Without the pool (the default), everything is on demand.
+	m0 := compileFake(t)
+	defer m0.Close(ctx)
+	assert.Zero(t, m0.(*module).c.main.slots)
+	in, err = m0.Instantiate(ctx, backend.InstanceConfig{})
+	require.NoError(t, err)
+	assert.False(t, in.(*instance).pooled)
+	require.NoError(t, in.Close(ctx))
+}

@@ -15,12 +15,12 @@ import (
 //
 // wasmtime-go v39 exposes neither unchecked calls nor the epoch deadline
 // callback, so the hot path (kafig_wt.c) talks to the C API itself, and
-// needs the engine, module, store and linker pointers that wasmtime-go keeps
-// in an unexported _ptr field. The field is found by name and its type is
-// checked against ctype (e.g. "wasm_engine_t"), so a wasmtime-go release
+// needs the config, engine, module and linker pointers that wasmtime-go
+// keeps in an unexported _ptr field. The field is found by name and its type
+// is checked against ctype (e.g. "wasm_engine_t"), so a wasmtime-go release
 // that changes this layout fails Compile with an error rather than
-// misbehaving; the store pointer is further checked against
-// Store.Context() (see checkStorePtr).
+// misbehaving. Stores are made by the C side (kafig_inst_init), not by
+// wasmtime-go.
 func rawPtr(obj any, ctype string) (unsafe.Pointer, error) {
 	v := reflect.ValueOf(obj)
 	if v.Kind() != reflect.Pointer || v.IsNil() {
@@ -43,4 +43,4 @@ func modulePtr(m *wasmtime.Module) (unsafe.Pointer, error) { return rawPtr(m, "w
 
 func linkerPtr(l *wasmtime.Linker) (unsafe.Pointer, error) { return rawPtr(l, "wasmtime_linker") }
 
-func storePtr(s *wasmtime.Store) (unsafe.Pointer, error) { return rawPtr(s, "wasmtime_store") }
+func configPtr(c *wasmtime.Config) (unsafe.Pointer, error) { return rawPtr(c, "wasm_config_t") }

@@ -54,21 +54,40 @@ func (o options) validate() error {
 	return nil
 }
 
-// compiled is one Engine+Module (and what its instances share), cached per
-// process by the sha256 of the wasm and the engine settings, and
-// reference-counted by the Modules and Instances that use it.
+// compiled is the guest compiled for one set of engine settings (and what
+// its instances share), cached per process by the sha256 of the wasm and the
+// settings, and reference-counted by the Modules and Instances that use it.
+//
+// With the instance pool (WithInstancePool, the default), main's engine
+// allocates instances from a fixed number of slots; when they are all in
+// use, instances spill over to a second engine that allocates on demand
+// (spill, made on first need from main's compiled code).
 type compiled struct {
 	key   string
-	ready chan struct{} // closed when engine..plan or err are set
+	ready chan struct{} // closed when main or err is set
 	err   error
 	refs  int // guarded by cacheMu
 
+	opts     options
 	backstop bool
-	engine   *wasmtime.Engine
-	module   *wasmtime.Module
-	linker   *wasmtime.Linker
-	plan     *C.kafig_plan
-	cmem     []unsafe.Pointer // C allocations of the plan
+	main     *flavor
+	// pooled counts the live instances in main's pool (when pooled).
+	pooled atomic.Int64
+
+	spillMu  sync.Mutex
+	spill    *flavor
+	spillErr error
+}
+
+// flavor is one Engine with the module compiled or loaded for it, the linker
+// and the C plan its instances are made from.
+type flavor struct {
+	engine *wasmtime.Engine
+	module *wasmtime.Module
+	linker *wasmtime.Linker
+	plan   *C.kafig_plan
+	cmem   []unsafe.Pointer // C allocations of the plan
+	slots  int              // pool slots; 0: on-demand allocation
 }
 
 var (
@@ -109,26 +128,40 @@ func (c *compiled) release() {
 }
 
 func (c *compiled) free() {
-	if c.plan != nil {
+	c.spillMu.Lock()
+	spill := c.spill
+	c.spill = nil
+	c.spillMu.Unlock()
+	spill.free()
+	c.main.free()
+	c.main = nil
+}
+
+func (f *flavor) free() {
+	if f == nil {
+		return
+	}
+	if f.plan != nil {
+		C.kafig_plan_unlink(f.plan)
 		for i := range abi.ImportCount {
-			if t := c.plan.host_types[i]; t != nil {
+			if t := f.plan.host_types[i]; t != nil {
 				C.wasm_functype_delete(t)
 			}
 		}
-		c.plan = nil
+		f.plan = nil
 	}
-	for _, p := range c.cmem {
+	for _, p := range f.cmem {
 		C.free(p)
 	}
-	c.cmem = nil
-	if c.linker != nil {
-		c.linker.Close()
+	f.cmem = nil
+	if f.linker != nil {
+		f.linker.Close()
 	}
-	if c.module != nil {
-		c.module.Close()
+	if f.module != nil {
+		f.module.Close()
 	}
-	if c.engine != nil {
-		c.engine.Close()
+	if f.engine != nil {
+		f.engine.Close()
 	}
 }
 
@@ -152,13 +185,13 @@ func (b *wasmtimeBackend) Compile(ctx context.Context, wasm []byte) (backend.Mod
 	settings := settingsKey(o)
 	// The engine's max wasm stack is not in the file's key, but is in the
 	// process's: it is a setting of the Engine.
-	key := fmt.Sprintf("%x/%s/%d", sum, settings, o.wasmStack())
+	key := fmt.Sprintf("%x/%s/%d/%d", sum, settings, o.wasmStack(), o.poolSlots())
 
 	cacheMu.Lock()
 	c := cache[key]
 	owner := c == nil
 	if owner {
-		c = &compiled{key: key, ready: make(chan struct{}), refs: 1}
+		c = &compiled{key: key, ready: make(chan struct{}), refs: 1, opts: o}
 		cache[key] = c
 	} else {
 		c.refs++
@@ -201,28 +234,27 @@ func (c *compiled) build(o options, wasm []byte, sum [32]byte, settings string) 
 			c.free()
 		}
 	}()
-	cfg := wasmtime.NewConfig()
-	cfg.SetEpochInterruption(o.backstop)
-	cfg.SetMaxWasmStack(o.wasmStack())
-	c.engine = wasmtime.NewEngineWithConfig(cfg) // takes cfg
 	c.backstop = o.backstop
+	c.main = &flavor{}
+	f := c.main
+	f.newEngine(o, o.poolSlots())
 
 	var path string
 	if o.cacheDir != "" {
 		path = cachePath(o.cacheDir, sum, settings)
 		if payload := readCache(path, sum); payload != nil {
-			if m, err := wasmtime.NewModuleDeserialize(c.engine, payload); err == nil {
-				c.module = m
+			if m, err := wasmtime.NewModuleDeserialize(f.engine, payload); err == nil {
+				f.module = m
 				diskHits.Add(1)
 			}
 		}
 	}
-	if c.module == nil {
-		m, err := wasmtime.NewModule(c.engine, wasm)
+	if f.module == nil {
+		m, err := wasmtime.NewModule(f.engine, wasm)
 		if err != nil {
 			return badModule("%s", cleanErr(err))
 		}
-		c.module = m
+		f.module = m
 		if path != "" {
 			if ser, err := m.Serialize(); err == nil {
 				_ = writeCache(path, sum, ser) // the cache is best effort
@@ -230,31 +262,95 @@ func (c *compiled) build(o options, wasm []byte, sum [32]byte, settings string) 
 		}
 	}
 
-	plan, err := c.check()
-	if err != nil {
+	if err := c.check(f.module); err != nil {
 		return err
 	}
-	c.linker = wasmtime.NewLinker(c.engine)
-	if err := c.linker.DefineWasi(); err != nil {
-		return fmt.Errorf("kafig: defining WASI: %s", cleanErr(err))
-	}
-	return c.mkPlan(plan, o)
+	return f.link(o)
 }
 
-// importPlan is, per module import, the abi.Import it binds or -1 for WASI.
-type importPlan struct {
-	abiIdx []int32
-	names  []string
+// poolMu serializes the making of pooled engines: Wasmtime reserves the
+// whole pool's address space when it makes the engine, and aborts the
+// process if it cannot, so the reservation is tried first (poolFits).
+var poolMu sync.Mutex
+
+// newEngine makes the flavor's engine, with a pool of slots (when slots > 0
+// and the address space has room for it) or on-demand allocation.
+func (f *flavor) newEngine(o options, slots int) {
+	poolMu.Lock()
+	defer poolMu.Unlock()
+	cfg := wasmtime.NewConfig()
+	cfg.SetEpochInterruption(o.backstop)
+	cfg.SetMaxWasmStack(o.wasmStack())
+	if slots > 0 && poolFits(slots) {
+		cp, err := configPtr(cfg)
+		if err == nil {
+			C.kafig_config_pool((*C.wasm_config_t)(cp), C.uint32_t(slots))
+			f.slots = slots
+		}
+	}
+	f.engine = wasmtime.NewEngineWithConfig(cfg) // takes cfg
+}
+
+// poolSlotBytes is the address space one pool slot reserves: a 4 GiB linear
+// memory (so that wasm code needs no bounds checks) and its 32 MiB guard,
+// the table and the instance's metadata; poolFits asks for twice that per
+// slot, to leave room for everything else.
+const poolSlotBytes = 4<<30 + 32<<20 + 2<<20
+
+func poolFits(slots int) bool {
+	return bool(C.kafig_can_reserve(C.uint64_t(slots) * 2 * poolSlotBytes))
+}
+
+// spillFlavor returns the on-demand flavor, made on first use from main's
+// compiled code.
+func (c *compiled) spillFlavor() (*flavor, error) {
+	c.spillMu.Lock()
+	defer c.spillMu.Unlock()
+	if c.spill != nil || c.spillErr != nil {
+		return c.spill, c.spillErr
+	}
+	f := &flavor{}
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("kafig: wasmtime panicked while loading the module: %v", r)
+			}
+		}()
+		f.newEngine(c.opts, 0)
+		ser, err := c.main.module.Serialize()
+		if err != nil {
+			return fmt.Errorf("kafig: serializing the module: %s", cleanErr(err))
+		}
+		if f.module, err = wasmtime.NewModuleDeserialize(f.engine, ser); err != nil {
+			return fmt.Errorf("kafig: loading the module into an on-demand engine: %s", cleanErr(err))
+		}
+		return f.link(c.opts)
+	}()
+	if err != nil {
+		f.free()
+		c.spillErr = err
+		return nil, err
+	}
+	c.spill = f
+	return f, nil
+}
+
+// link makes the linker (WASI and the host functions) and the plan.
+func (f *flavor) link(o options) error {
+	f.linker = wasmtime.NewLinker(f.engine)
+	if err := f.linker.DefineWasi(); err != nil {
+		return fmt.Errorf("kafig: defining WASI: %s", cleanErr(err))
+	}
+	return f.mkPlan(o)
 }
 
 // check validates the module's imports and exports against the ABI.
-func (c *compiled) check() (importPlan, error) {
-	var plan importPlan
+func (c *compiled) check(module *wasmtime.Module) error {
 	wasi := map[string]bool{}
 	for _, n := range strings.Fields(abi.WASIImports) {
 		wasi[n] = true
 	}
-	for _, it := range c.module.Imports() {
+	for _, it := range module.Imports() {
 		mod := it.Module()
 		name := ""
 		if n := it.Name(); n != nil {
@@ -262,11 +358,11 @@ func (c *compiled) check() (importPlan, error) {
 		}
 		ft := it.Type().FuncType()
 		if ft == nil {
-			return plan, badModule("import %s.%s is not a function", mod, name)
+			return badModule("import %s.%s is not a function", mod, name)
 		}
 		got, ok := signatureOf(ft)
 		if !ok {
-			return plan, badModule("import %s.%s has a non-integer type", mod, name)
+			return badModule("import %s.%s has a non-integer type", mod, name)
 		}
 		switch mod {
 		case abi.ImportModule:
@@ -277,57 +373,53 @@ func (c *compiled) check() (importPlan, error) {
 				}
 			}
 			if idx < 0 {
-				return plan, badModule("unknown import %s.%s", mod, name)
+				return badModule("unknown import %s.%s", mod, name)
 			}
 			want := abi.Import(idx).Signature()
 			if !sameTypes(got.Params, want.Params) || !sameTypes(got.Results, want.Results) {
-				return plan, badModule("import %s.%s has type %s, want %s", mod, name, sigString(got), sigString(want))
+				return badModule("import %s.%s has type %s, want %s", mod, name, sigString(got), sigString(want))
 			}
-			plan.abiIdx = append(plan.abiIdx, int32(idx))
-			plan.names = append(plan.names, name)
 		case abi.WASIModule:
 			if !wasi[name] {
-				return plan, badModule("import %s.%s is not one of the allowed WASI functions (%s)", mod, name, abi.WASIImports)
+				return badModule("import %s.%s is not one of the allowed WASI functions (%s)", mod, name, abi.WASIImports)
 			}
 			want := wasiSigs[name]
 			if !sameTypes(got.Params, want.Params) || !sameTypes(got.Results, want.Results) {
-				return plan, badModule("import %s.%s has type %s, want %s", mod, name, sigString(got), sigString(want))
+				return badModule("import %s.%s has type %s, want %s", mod, name, sigString(got), sigString(want))
 			}
-			plan.abiIdx = append(plan.abiIdx, -1)
-			plan.names = append(plan.names, name)
 		default:
-			return plan, badModule("import %s.%s is outside the ABI (only %q and %q)", mod, name, abi.ImportModule, abi.WASIModule)
+			return badModule("import %s.%s is outside the ABI (only %q and %q)", mod, name, abi.ImportModule, abi.WASIModule)
 		}
 	}
 
 	exports := map[string]*wasmtime.ExternType{}
-	for _, et := range c.module.Exports() {
+	for _, et := range module.Exports() {
 		exports[et.Name()] = et.Type()
 	}
 	for e := range abi.ExportCount {
 		name := abi.Export(e).Name()
 		t, ok := exports[name]
 		if !ok {
-			return plan, badModule("missing export %s", name)
+			return badModule("missing export %s", name)
 		}
 		ft := t.FuncType()
 		if ft == nil {
-			return plan, badModule("export %s is not a function", name)
+			return badModule("export %s is not a function", name)
 		}
 		got, ok := signatureOf(ft)
 		want := abi.Export(e).Signature()
 		if !ok || !sameTypes(got.Params, want.Params) || !sameTypes(got.Results, want.Results) {
-			return plan, badModule("export %s has type %s, want %s", name, sigString(got), sigString(want))
+			return badModule("export %s has type %s, want %s", name, sigString(got), sigString(want))
 		}
 	}
 	mt, ok := exports["memory"]
 	if !ok || mt.MemoryType() == nil {
-		return plan, badModule("missing memory export")
+		return badModule("missing memory export")
 	}
 	if m := mt.MemoryType(); m.Is64() || m.IsShared() {
-		return plan, badModule("memory must be a 32-bit, unshared memory")
+		return badModule("memory must be a 32-bit, unshared memory")
 	}
-	return plan, nil
+	return nil
 }
 
 // signatureOf converts a function type; ok is false for types beyond i32/i64.
@@ -351,50 +443,38 @@ func signatureOf(ft *wasmtime.FuncType) (s abi.Signature, ok bool) {
 	return abi.Signature{Params: p, Results: r}, ok1 && ok2
 }
 
-func (c *compiled) cmalloc(n int) unsafe.Pointer {
+func (f *flavor) cmalloc(n int) unsafe.Pointer {
 	p := C.calloc(1, C.size_t(n))
 	if p == nil {
 		panic("kafig: out of C memory")
 	}
-	c.cmem = append(c.cmem, p)
+	f.cmem = append(f.cmem, p)
 	return p
 }
 
-func (c *compiled) cstring(s string) *C.char {
-	p := c.cmalloc(len(s) + 1)
+func (f *flavor) cstring(s string) *C.char {
+	p := f.cmalloc(len(s) + 1)
 	copy(unsafe.Slice((*byte)(p), len(s)), s)
 	return (*C.char)(p)
 }
 
-// mkPlan builds the C-side description of how to instantiate the module.
-func (c *compiled) mkPlan(ip importPlan, o options) error {
-	lp, err := linkerPtr(c.linker)
+// mkPlan builds the C-side description of how to instantiate the module,
+// and pre-links the module (kafig_plan_link).
+func (f *flavor) mkPlan(o options) error {
+	lp, err := linkerPtr(f.linker)
 	if err != nil {
 		return err
 	}
-	mp, err := modulePtr(c.module)
+	mp, err := modulePtr(f.module)
 	if err != nil {
 		return err
 	}
-	if _, err := enginePtr(c.engine); err != nil {
+	ep, err := enginePtr(f.engine)
+	if err != nil {
 		return err
 	}
-	plan := (*C.kafig_plan)(c.cmalloc(int(unsafe.Sizeof(C.kafig_plan{}))))
-	n := len(ip.abiIdx)
-	plan.nimports = C.size_t(n)
-	if n > 0 {
-		abiIdx := unsafe.Slice((*C.int32_t)(c.cmalloc(n*4)), n)
-		names := unsafe.Slice((**C.char)(c.cmalloc(n*int(unsafe.Sizeof((*C.char)(nil))))), n)
-		lens := unsafe.Slice((*C.size_t)(c.cmalloc(n*int(unsafe.Sizeof(C.size_t(0))))), n)
-		for i := range n {
-			abiIdx[i] = C.int32_t(ip.abiIdx[i])
-			names[i] = c.cstring(ip.names[i])
-			lens[i] = C.size_t(len(ip.names[i]))
-		}
-		plan.import_abi = &abiIdx[0]
-		plan.import_names = &names[0]
-		plan.import_name_lens = &lens[0]
-	}
+	plan := (*C.kafig_plan)(f.cmalloc(int(unsafe.Sizeof(C.kafig_plan{}))))
+	f.plan = plan
 	for i := range abi.ImportCount {
 		s := abi.Import(i).Signature()
 		var p, r [C.KAFIG_MAXVALS]C.uint8_t
@@ -409,19 +489,29 @@ func (c *compiled) mkPlan(ip importPlan, o options) error {
 			return errors.New("kafig: building a host function type failed")
 		}
 		plan.host_types[i] = ft
+		plan.import_names[i] = f.cstring(abi.Import(i).Name())
+	}
+	exportIdx := map[string]int{}
+	for k, et := range f.module.Exports() {
+		exportIdx[et.Name()] = k
 	}
 	for e := range abi.ExportCount {
-		plan.export_names[e] = c.cstring(abi.Export(e).Name())
+		name := abi.Export(e).Name()
+		plan.export_names[e] = f.cstring(name)
+		plan.export_idx[e] = C.size_t(exportIdx[name])
 	}
-	plan.linker = (*C.wasmtime_linker_t)(lp)
-	plan.module = (*C.wasmtime_module_t)(mp)
+	plan.export_idx[abi.ExportCount] = C.size_t(exportIdx["memory"])
+	plan.engine = (*C.wasm_engine_t)(ep)
 	plan.max_wasm_stack = C.size_t(o.wasmStack())
 	plan.stack_reserve = C.size_t(stackReserve)
 	if !checkThreadStack.Load() {
 		plan.max_wasm_stack = 0
 	}
 	plan.epoch = C.bool(o.backstop)
-	c.plan = plan
+	var msg [512]C.char
+	if C.kafig_plan_link(plan, (*C.wasmtime_linker_t)(lp), (*C.wasmtime_module_t)(mp), &msg[0], C.size_t(len(msg))) != C.KAFIG_OK {
+		return fmt.Errorf("kafig: linking the module: %s", cleanMsg(C.GoString(&msg[0])))
+	}
 	return nil
 }
 

@@ -10,20 +10,30 @@
 // Compile makes one Engine (with a fresh Config) and one Module per distinct
 // wasm (by sha256) and engine settings, shared by every Module value and
 // instance in the process and freed when the last one closes; WithCacheDir
-// adds an on-disk cache of the compiled code. Each instance has its own
-// Store (linear memory capped through the store limiter), its own host
-// functions, and WASI without arguments, environment, files or stdio.
+// adds an on-disk cache of the compiled code. The host functions are
+// defined once, in the module's Linker (with WASI), and the module is
+// pre-linked (an InstancePre). Each instance has its own Store, made by the
+// C side with the instance as its data (the host functions find their
+// instance through it): linear memory capped through the store limiter, and
+// WASI without arguments, environment, files or stdio. With
+// WithInstancePool the engine uses Wasmtime's pooling allocator (off by
+// default: see WithInstancePool for the measured trade-off).
 //
 // The hot path bypasses wasmtime-go's reflective Func.Call and Func/FuncNew
 // trampolines and uses the C API's unchecked calls and host functions
-// directly (kafig_wt.c); the engine, module, store and linker pointers come
+// directly (kafig_wt.c); the config, engine, module and linker pointers come
 // from wasmtime-go's objects (bridge.go). Measured on a loaded 2-vCPU VM,
-// best of 5 (bench_test.go, fake guest):
+// best of 5 (bench_test.go, fake guest; guest_test.go, real guest):
 //
 //	export call round trip (kafig_exchange)      ~180 ns, 0 allocs  (wasmtime-go Func.Call: ~4 µs, 6 allocs)
 //	host import round trip (guest -> Go -> guest) ~160 ns, 0 allocs  (wasmtime-go FuncNew:  ~1.2 µs, ~4 allocs)
-//	instantiate (fake guest / real guest)         ~41 µs / ~47 µs, 7 allocs
+//	instantiate + close, real guest (thread CPU)  ~28 µs on demand, ~18 µs pooled, 4 allocs
+//	  ... with the first guest writes (setup)     ~370 µs on demand, ~500 µs pooled: 4 page faults
 //	eval("1+1") on the real guest                 ~32 µs
+//
+// On this VM a page fault costs 20 to 150 µs (shadow paging, TLB shootdown
+// IPIs), so the few copy-on-write faults every new instance takes on the
+// guest's memory image dominate instantiation.
 //
 // # Stopping
 //

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -221,17 +222,52 @@ func BenchmarkGuestEval(b *testing.B) {
 }
 
 // BenchmarkGuestInstantiate: a fresh instance of the real guest (Store,
-// copy-on-write memory image, host functions, ABI version check).
+// copy-on-write memory image, ABI version check) and its Close, with and
+// without the instance pool; "setup" adds the calls package kafig makes on a
+// new instance (kafig_exchange, kafig_set_limits), where the guest first
+// writes to its memory. thread-cpu-ns/op and faults/op are the benchmark
+// thread's own CPU time and minor page faults (the goroutine is locked to
+// it), steadier than wall time on a busy machine.
 func BenchmarkGuestInstantiate(b *testing.B) {
 	defer closeGuestModules()
-	m := guestModule(b)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		in, err := m.Instantiate(ctx, backend.InstanceConfig{Imports: guestImports()})
-		if err != nil {
-			b.Fatal(err)
+	for _, pool := range []int{1000, 0} {
+		for _, setup := range []bool{false, true} {
+			name := "pool"
+			if pool == 0 {
+				name = "no-pool"
+			}
+			if setup {
+				name += "/setup"
+			}
+			b.Run(name, func(b *testing.B) {
+				m := guestModule(b, WithInstancePool(pool))
+				ctx := context.Background()
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				stack := make([]uint64, 2)
+				b.ReportAllocs()
+				cpu0, f0, ok := threadUsage()
+				for b.Loop() {
+					in, err := m.Instantiate(ctx, backend.InstanceConfig{Imports: guestImports()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if setup {
+						if err := in.Call(ctx, abi.ExportExchange, stack); err != nil {
+							b.Fatal(err)
+						}
+						stack[0], stack[1] = 32<<20, DefaultJSStackLimit
+						if err := in.Call(ctx, abi.ExportSetLimits, stack); err != nil {
+							b.Fatal(err)
+						}
+					}
+					_ = in.Close(ctx)
+				}
+				if cpu1, f1, ok2 := threadUsage(); ok && ok2 {
+					b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "thread-cpu-ns/op")
+					b.ReportMetric(float64(f1-f0)/float64(b.N), "faults/op")
+				}
+			})
 		}
-		_ = in.Close(ctx)
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/bytecodealliance/wasmtime-go/v39"
 	"github.com/kafig-dev/kafig/abi"
 	"github.com/kafig-dev/kafig/kafig/backend"
 )
@@ -37,7 +36,8 @@ type rawVal struct{ lo, hi uint64 }
 type instance struct {
 	c      *C.kafig_inst // C memory; nil once closed
 	comp   *compiled
-	store  *wasmtime.Store
+	fl     *flavor // the engine the instance lives in
+	pooled bool    // in comp's pool (counted in comp.pooled)
 	handle cgo.Handle
 
 	imports [abi.ImportCount]backend.HostFunc
@@ -97,27 +97,27 @@ func (m *module) Instantiate(ctx context.Context, cfg backend.InstanceConfig) (_
 		}
 	}()
 
-	i.store = wasmtime.NewStore(c.engine)
-	i.store.SetWasi(wasmtime.NewWasiConfig()) // no args, env, preopens or stdio
-	if p := cfg.MaxMemoryPages; p > 0 {
-		if p > 65536 {
-			p = 65536
+	i.fl = c.main
+	if c.main.slots > 0 {
+		if c.pooled.Add(1) <= int64(c.main.slots) {
+			i.pooled = true
+		} else {
+			c.pooled.Add(-1)
+			if i.fl, err = c.spillFlavor(); err != nil {
+				return nil, fmt.Errorf("kafig: instantiate: the instance pool is full: %w", err)
+			}
 		}
-		i.store.Limiter(int64(p)*abi.PageSize, -1, -1, -1, -1)
 	}
-	sp, err := storePtr(i.store)
-	if err != nil {
-		return nil, err
-	}
-	if C.kafig_store_context(sp) != unsafe.Pointer(i.store.Context()) {
-		return nil, errors.New("kafig: wasmtime bridge: the store pointer does not match its context (wasmtime-go changed?)")
+	var maxMem int64
+	if p := cfg.MaxMemoryPages; p > 0 {
+		maxMem = int64(min(p, 65536)) * abi.PageSize
 	}
 	i.handle = cgo.NewHandle(i)
 	i.c = (*C.kafig_inst)(C.calloc(1, C.size_t(unsafe.Sizeof(C.kafig_inst{}))))
 	if i.c == nil {
 		return nil, errors.New("kafig: out of C memory")
 	}
-	switch rc := C.kafig_inst_init(i.c, c.plan, sp, C.uintptr_t(i.handle)); rc {
+	switch rc := C.kafig_inst_init(i.c, i.fl.plan, C.uintptr_t(i.handle), C.int64_t(maxMem)); rc {
 	case C.KAFIG_OK:
 	case C.KAFIG_TRAP:
 		return nil, fmt.Errorf("kafig: instantiate: guest trapped: %s", trapSummary(C.GoString(&i.c.msg[0])))
@@ -207,7 +207,7 @@ func (i *instance) stopLocked(cause error) {
 	if i.comp.backstop {
 		// Every store of the engine whose call is running reaches its
 		// epoch deadline callback; only this one sees its flag and traps.
-		i.comp.engine.IncrementEpoch()
+		i.fl.engine.IncrementEpoch()
 	}
 }
 
@@ -389,13 +389,14 @@ func (i *instance) Close(ctx context.Context) error {
 	i.kill("closed")
 	i.lifeMu.Unlock()
 
-	if i.store != nil {
-		i.store.Close() // frees the wasm instance and its host functions
-		i.store = nil
-	}
 	if i.c != nil {
+		C.kafig_inst_free(i.c) // the store, with the wasm instance and its memory
 		C.free(unsafe.Pointer(i.c))
 		i.c = nil
+	}
+	if i.pooled {
+		i.pooled = false
+		i.comp.pooled.Add(-1)
 	}
 	if i.handle != 0 {
 		i.handle.Delete()

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "_cgo_export.h"
 #include "kafig_wt.h"
@@ -97,15 +98,16 @@ static wasmtime_error_t *kafig_epoch_cb(wasmtime_context_t *ctx, void *data,
 	return NULL;
 }
 
-// The host function trampoline: env is &inst->env[abi index].
+// The host function trampoline, defined once in the module's linker: env is
+// the abi.Import index, the store's data the kafig_inst.
 static wasm_trap_t *kafig_host_cb(void *env, wasmtime_caller_t *caller,
                                   kafig_val_raw_t *vals, size_t nvals) {
-	kafig_host_env *e = (kafig_host_env *)env;
-	kafig_inst *inst = e->inst;
+	wasmtime_context_t *ctx = wasmtime_caller_context(caller);
+	kafig_inst *inst = (kafig_inst *)wasmtime_context_get_data(ctx);
 	if (__atomic_load_n(&inst->stop, __ATOMIC_ACQUIRE))
 		return wasmtime_trap_new(kafig_stop_msg, sizeof kafig_stop_msg - 1);
-	kafig_refresh_mem(inst, wasmtime_caller_context(caller));
-	if (kafigHostCall(inst->go, e->idx, vals, nvals) != 0)
+	kafig_refresh_mem(inst, ctx);
+	if (kafigHostCall(inst->go, (uint32_t)(uintptr_t)env, vals, nvals) != 0)
 		return wasmtime_trap_new(kafig_host_msg, sizeof kafig_host_msg - 1);
 	// A stop that came while the host function ran (e.g. a blocking RPC)
 	// takes effect now, not at the guest's next epoch check.
@@ -114,57 +116,111 @@ static wasm_trap_t *kafig_host_cb(void *env, wasmtime_caller_t *caller,
 	return NULL;
 }
 
-int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, void *store,
-                    uintptr_t go) {
-	kafig_extern_t *imports = NULL;
+static void kafig_err_msg(wasmtime_error_t *err, char *msg, size_t msglen) {
+	kafig_byte_vec_t v = {0, NULL};
+	wasmtime_error_message(err, &v);
+	snprintf(msg, msglen, "%.*s", (int)v.size, v.data ? v.data : "");
+	wasm_byte_vec_delete(&v);
+	wasmtime_error_delete(err);
+}
+
+// kafig_plan_link defines the host functions in linker (which has WASI
+// already) and pre-links the module: every instance is then made from
+// plan->pre without resolving imports or creating host functions.
+int kafig_plan_link(kafig_plan *plan, wasmtime_linker_t *linker,
+                    const wasmtime_module_t *module, char *msg, size_t msglen) {
+	wasmtime_error_t *err;
+	for (uint32_t i = 0; i < KAFIG_NIMPORTS; i++) {
+		const char *name = plan->import_names[i];
+		err = wasmtime_linker_define_func_unchecked(
+		    linker, "env", sizeof "env" - 1, name, strlen(name),
+		    plan->host_types[i], kafig_host_cb, (void *)(uintptr_t)i, NULL);
+		if (err) {
+			kafig_err_msg(err, msg, msglen);
+			return KAFIG_ERROR;
+		}
+	}
+	err = wasmtime_linker_instantiate_pre(linker, module, &plan->pre);
+	if (err) {
+		plan->pre = NULL;
+		kafig_err_msg(err, msg, msglen);
+		return KAFIG_ERROR;
+	}
+	return KAFIG_OK;
+}
+
+void kafig_plan_unlink(kafig_plan *plan) {
+	if (plan->pre) {
+		wasmtime_instance_pre_delete(plan->pre);
+		plan->pre = NULL;
+	}
+}
+
+// kafig_config_pool makes the engine allocate instances, memories and tables
+// from a pool of slots, reused (with their copy-on-write memory image
+// mapped) instead of mapped and unmapped per instance.
+void kafig_config_pool(wasm_config_t *cfg, uint32_t slots) {
+	wasmtime_pooling_allocation_config_t *p =
+	    wasmtime_pooling_allocation_config_new();
+	wasmtime_pooling_allocation_config_total_core_instances_set(p, slots);
+	wasmtime_pooling_allocation_config_total_memories_set(p, slots);
+	wasmtime_pooling_allocation_config_total_tables_set(p, slots);
+	wasmtime_pooling_allocation_config_total_stacks_set(p, 0);
+	wasmtime_pooling_allocation_config_total_gc_heaps_set(p, 0);
+	wasmtime_pooling_allocation_config_max_memory_size_set(p, (size_t)1 << 32);
+	// A released table is cleared with memset rather than madvise: one
+	// madvise (and the TLB shootdown it takes) less per instance.
+	wasmtime_pooling_allocation_config_table_keep_resident_set(p, 64 << 10);
+	wasmtime_pooling_allocation_strategy_set(cfg, p);
+	wasmtime_pooling_allocation_config_delete(p);
+}
+
+// kafig_can_reserve reports whether the process can map bytes of address
+// space (the reservation is released at once).
+bool kafig_can_reserve(uint64_t bytes) {
+	void *p = mmap(NULL, (size_t)bytes, PROT_NONE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return false;
+	munmap(p, (size_t)bytes);
+	return true;
+}
+
+// kafig_inst_init makes the instance's store (its data is inst) and the
+// instance. On failure the store, if any, is left for kafig_inst_free.
+int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, uintptr_t go,
+                    int64_t max_memory) {
 	kafig_instance_t instance;
 	wasm_trap_t *trap = NULL;
 	wasmtime_error_t *err;
 	kafig_extern_t item;
+	char *name;
+	size_t name_len;
 
 	memset(inst, 0, sizeof *inst);
 	inst->plan = plan;
-	inst->store = (wasmtime_store_t *)store;
-	inst->ctx = wasmtime_store_context(inst->store);
 	inst->go = go;
-	for (uint32_t i = 0; i < KAFIG_NIMPORTS; i++) {
-		inst->env[i].inst = inst;
-		inst->env[i].idx = i;
+	inst->store = wasmtime_store_new(plan->engine, inst, NULL);
+	if (!inst->store) {
+		snprintf(inst->msg, KAFIG_MSGLEN, "kafig: wasmtime_store_new failed");
+		return KAFIG_ERROR;
 	}
+	inst->ctx = wasmtime_store_context(inst->store);
+	// No args, env, preopens or stdio.
+	err = wasmtime_context_set_wasi(inst->ctx, wasi_config_new());
+	if (err) {
+		kafig_take_error(inst, err);
+		return KAFIG_ERROR;
+	}
+	if (max_memory > 0)
+		wasmtime_store_limiter(inst->store, max_memory, -1, -1, -1, -1);
 	if (plan->epoch) {
 		wasmtime_store_epoch_deadline_callback(inst->store, kafig_epoch_cb,
 		                                       inst, NULL);
 		wasmtime_context_set_epoch_deadline(inst->ctx, 1);
 	}
-
-	imports = (kafig_extern_t *)calloc(plan->nimports ? plan->nimports : 1,
-	                                   sizeof *imports);
-	if (!imports) {
-		snprintf(inst->msg, KAFIG_MSGLEN, "kafig: out of memory");
-		return KAFIG_ERROR;
-	}
-	for (size_t i = 0; i < plan->nimports; i++) {
-		int32_t idx = plan->import_abi[i];
-		if (idx >= 0) {
-			imports[i].kind = KAFIG_EXTERN_FUNC;
-			wasmtime_func_new_unchecked(inst->ctx, plan->host_types[idx],
-			                            kafig_host_cb, &inst->env[idx], NULL,
-			                            &imports[i].of.func);
-		} else if (!wasmtime_linker_get(
-		               plan->linker, inst->ctx, "wasi_snapshot_preview1",
-		               sizeof "wasi_snapshot_preview1" - 1,
-		               plan->import_names[i], plan->import_name_lens[i],
-		               &imports[i])) {
-			snprintf(inst->msg, KAFIG_MSGLEN,
-			         "kafig: WASI function %.*s is not available",
-			         (int)plan->import_name_lens[i], plan->import_names[i]);
-			free(imports);
-			return KAFIG_ERROR;
-		}
-	}
-	err = wasmtime_instance_new(inst->ctx, plan->module, imports,
-	                            plan->nimports, &instance, &trap);
-	free(imports);
+	err = wasmtime_instance_pre_instantiate(plan->pre, inst->ctx, &instance,
+	                                        &trap);
 	if (err) {
 		kafig_take_error(inst, err);
 		return KAFIG_ERROR;
@@ -173,26 +229,34 @@ int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, void *store,
 		kafig_take_trap(inst, trap);
 		return KAFIG_TRAP;
 	}
-	for (int i = 0; i < KAFIG_NEXPORTS; i++) {
-		const char *name = plan->export_names[i];
-		if (!wasmtime_instance_export_get(inst->ctx, &instance, name,
-		                                  strlen(name), &item) ||
-		    item.kind != KAFIG_EXTERN_FUNC) {
+	for (int i = 0; i <= KAFIG_NEXPORTS; i++) {
+		const char *want = i < KAFIG_NEXPORTS ? plan->export_names[i] : "memory";
+		int kind = i < KAFIG_NEXPORTS ? KAFIG_EXTERN_FUNC : KAFIG_EXTERN_MEMORY;
+		if (!wasmtime_instance_export_nth(inst->ctx, &instance,
+		                                  plan->export_idx[i], &name, &name_len,
+		                                  &item) ||
+		    item.kind != kind || name_len != strlen(want) ||
+		    memcmp(name, want, name_len) != 0) {
 			snprintf(inst->msg, KAFIG_MSGLEN,
-			         "kafig: export %s is not a function", name);
+			         "kafig: export %s is missing or has the wrong kind", want);
 			return KAFIG_ERROR;
 		}
-		inst->exports[i] = item.of.func;
+		if (i < KAFIG_NEXPORTS)
+			inst->exports[i] = item.of.func;
+		else
+			inst->memory = item.of.memory;
 	}
-	if (!wasmtime_instance_export_get(inst->ctx, &instance, "memory",
-	                                  sizeof "memory" - 1, &item) ||
-	    item.kind != KAFIG_EXTERN_MEMORY) {
-		snprintf(inst->msg, KAFIG_MSGLEN, "kafig: export memory is missing");
-		return KAFIG_ERROR;
-	}
-	inst->memory = item.of.memory;
 	kafig_refresh_mem(inst, inst->ctx);
 	return KAFIG_OK;
+}
+
+// kafig_inst_free deletes the store (the instance and its memory with it).
+void kafig_inst_free(kafig_inst *inst) {
+	if (inst->store) {
+		wasmtime_store_delete(inst->store);
+		inst->store = NULL;
+		inst->ctx = NULL;
+	}
 }
 
 // ---- the native stack -------------------------------------------------------
@@ -251,9 +315,6 @@ size_t kafig_default_thread_stack(void) {
 	return size;
 }
 
-void *kafig_store_context(void *store) {
-	return wasmtime_store_context((wasmtime_store_t *)store);
-}
 
 int kafig_call(kafig_inst *inst, uint32_t export_idx, size_t nvals) {
 	wasm_trap_t *trap = NULL;

@@ -28,6 +28,11 @@ typedef struct wasmtime_error wasmtime_error_t;
 typedef struct wasm_trap_t wasm_trap_t;
 typedef struct wasm_functype_t wasm_functype_t;
 typedef struct wasm_valtype_t wasm_valtype_t;
+typedef struct wasm_config_t wasm_config_t;
+typedef struct wasi_config_t wasi_config_t;
+typedef struct wasmtime_instance_pre wasmtime_instance_pre_t;
+typedef struct wasmtime_pooling_allocation_config_t
+    wasmtime_pooling_allocation_config_t;
 
 typedef struct kafig_byte_vec {
 	size_t size;
@@ -150,6 +155,56 @@ extern wasm_functype_t *wasm_functype_new(kafig_valtype_vec_t *params,
                                           kafig_valtype_vec_t *results);
 extern void wasm_functype_delete(wasm_functype_t *type);
 
+extern wasmtime_store_t *wasmtime_store_new(wasm_engine_t *engine, void *data,
+                                            void (*finalizer)(void *));
+extern void wasmtime_store_delete(wasmtime_store_t *store);
+extern void *wasmtime_context_get_data(const wasmtime_context_t *context);
+extern void wasmtime_store_limiter(wasmtime_store_t *store, int64_t memory_size,
+                                   int64_t table_elements, int64_t instances,
+                                   int64_t tables, int64_t memories);
+extern wasi_config_t *wasi_config_new(void);
+extern wasmtime_error_t *wasmtime_context_set_wasi(wasmtime_context_t *context,
+                                                   wasi_config_t *wasi);
+extern wasmtime_error_t *wasmtime_linker_define_func_unchecked(
+    wasmtime_linker_t *linker, const char *module, size_t module_len,
+    const char *name, size_t name_len, const wasm_functype_t *ty,
+    kafig_unchecked_cb cb, void *data, void (*finalizer)(void *));
+extern wasmtime_error_t *
+wasmtime_linker_instantiate_pre(const wasmtime_linker_t *linker,
+                                const wasmtime_module_t *module,
+                                wasmtime_instance_pre_t **instance_pre);
+extern void wasmtime_instance_pre_delete(wasmtime_instance_pre_t *instance_pre);
+extern wasmtime_error_t *wasmtime_instance_pre_instantiate(
+    const wasmtime_instance_pre_t *instance_pre, wasmtime_context_t *store,
+    kafig_instance_t *instance, wasm_trap_t **trap_ptr);
+extern bool wasmtime_instance_export_nth(wasmtime_context_t *store,
+                                         const kafig_instance_t *instance,
+                                         size_t index, char **name,
+                                         size_t *name_len, kafig_extern_t *item);
+
+extern wasmtime_pooling_allocation_config_t *
+wasmtime_pooling_allocation_config_new(void);
+extern void wasmtime_pooling_allocation_config_delete(
+    wasmtime_pooling_allocation_config_t *);
+extern void wasmtime_pooling_allocation_config_total_core_instances_set(
+    wasmtime_pooling_allocation_config_t *, uint32_t);
+extern void wasmtime_pooling_allocation_config_total_memories_set(
+    wasmtime_pooling_allocation_config_t *, uint32_t);
+extern void wasmtime_pooling_allocation_config_total_tables_set(
+    wasmtime_pooling_allocation_config_t *, uint32_t);
+extern void wasmtime_pooling_allocation_config_total_stacks_set(
+    wasmtime_pooling_allocation_config_t *, uint32_t);
+extern void wasmtime_pooling_allocation_config_total_gc_heaps_set(
+    wasmtime_pooling_allocation_config_t *, uint32_t);
+extern void wasmtime_pooling_allocation_config_max_memory_size_set(
+    wasmtime_pooling_allocation_config_t *, size_t);
+extern void wasmtime_pooling_allocation_config_table_elements_set(
+    wasmtime_pooling_allocation_config_t *, size_t);
+extern void wasmtime_pooling_allocation_config_table_keep_resident_set(
+    wasmtime_pooling_allocation_config_t *, size_t);
+extern void wasmtime_pooling_allocation_strategy_set(
+    wasm_config_t *, const wasmtime_pooling_allocation_config_t *);
+
 #endif // KAFIG_WT_TYPES_ONLY
 
 // ---- kafig ----------------------------------------------------------------
@@ -169,27 +224,19 @@ enum {
 
 // What the instances of one compiled module share (read-only once built).
 typedef struct kafig_plan {
-	size_t nimports;
-	// Per module import, in the module's order: the abi.Import index, or -1
-	// for a WASI function taken from the linker by name.
-	int32_t *import_abi;
-	char **import_names;
-	size_t *import_name_lens;
 	wasm_functype_t *host_types[KAFIG_NIMPORTS];
+	const char *import_names[KAFIG_NIMPORTS];
 	const char *export_names[KAFIG_NEXPORTS];
-	const wasmtime_linker_t *linker;
-	const wasmtime_module_t *module;
+	wasm_engine_t *engine;
+	wasmtime_instance_pre_t *pre; // the module linked with WASI and kafig_host_cb
+	// Per abi.Export, then the memory: its index among the module's exports.
+	size_t export_idx[KAFIG_NEXPORTS + 1];
 	size_t max_wasm_stack; // bytes; for the thread stack check
 	size_t stack_reserve;  // bytes kept free beyond max_wasm_stack
 	bool epoch;            // install the epoch deadline callback
 } kafig_plan;
 
 typedef struct kafig_inst kafig_inst;
-
-typedef struct kafig_host_env {
-	kafig_inst *inst;
-	uint32_t idx;
-} kafig_host_env;
 
 struct kafig_inst {
 	kafig_val_raw_t vals[KAFIG_MAXVALS]; // the arguments and results of a call
@@ -204,20 +251,24 @@ struct kafig_inst {
 	uintptr_t go; // the cgo.Handle of the Go *instance
 	kafig_func_t exports[KAFIG_NEXPORTS];
 	kafig_memory_t memory;
-	kafig_host_env env[KAFIG_NIMPORTS];
 	char msg[KAFIG_MSGLEN]; // the last failure, NUL-terminated
 };
 
 wasm_functype_t *kafig_functype_new(const uint8_t *params, size_t nparams,
                                     const uint8_t *results, size_t nresults);
 #ifndef KAFIG_WT_TYPES_ONLY
-int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, void *store,
-                    uintptr_t go);
+int kafig_plan_link(kafig_plan *plan, wasmtime_linker_t *linker,
+                    const wasmtime_module_t *module, char *msg, size_t msglen);
+void kafig_plan_unlink(kafig_plan *plan);
+int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, uintptr_t go,
+                    int64_t max_memory);
+void kafig_inst_free(kafig_inst *inst);
+void kafig_config_pool(wasm_config_t *cfg, uint32_t slots);
+bool kafig_can_reserve(uint64_t bytes);
 int kafig_call(kafig_inst *inst, uint32_t export_idx, size_t nvals);
 void kafig_stop(kafig_inst *inst);
 size_t kafig_thread_stack_free(void);
 size_t kafig_default_thread_stack(void);
-void *kafig_store_context(void *store);
 #endif
 
 #endif

@@ -69,14 +69,14 @@ func (in *Instance) hostRPCSync(_ context.Context, mem backend.Memory, stack []u
 		reply, isErr = []byte("kafig: RPC arguments outside guest memory"), true
 	} else {
 		in.probeCalledRPC = in.probeCalledRPC || in.cfg.probe
-		h, mode, fallback, found := in.cfg.router.lookupBytes(method)
+		name, h, mode, fallback, found := in.cfg.router.lookupBytes(method)
 		switch {
 		case !found:
-			reply, isErr = unknownMethod(string(method)), true
+			reply, isErr = unknownMethod(name), true
 		case mode == modeAsync:
-			reply, isErr = fmt.Appendf(nil, "kafig: method %s is async; use host.rpc", method), true
+			reply, isErr = fmt.Appendf(nil, "kafig: method %s is async; use host.rpc", name), true
 		default:
-			reply, isErr = in.runInline(h, string(method), fallback, params)
+			reply, isErr = in.runInline(h, name, fallback, params)
 		}
 	}
 	// A reply shorter than the data area is there already (the guest adds

@@ -36,6 +36,7 @@ const (
 type rpcMethod struct {
 	h    RPCHandler
 	mode rpcMode
+	name string
 }
 
 // RPCRouter maps method names to the handlers that host.rpc and
@@ -118,7 +119,7 @@ func (r *RPCRouter) add(name string, h RPCHandler, mode rpcMode) *RPCRouter {
 		r.problems = append(r.problems, fmt.Sprintf("method %q registered twice", name))
 		return r
 	}
-	r.methods[name] = rpcMethod{h: h, mode: mode}
+	r.methods[name] = rpcMethod{h: h, mode: mode, name: name}
 	return r
 }
 
@@ -147,18 +148,19 @@ func (r *RPCRouter) lookup(name string) (h RPCHandler, mode rpcMode, fallback, o
 	return nil, 0, false, false
 }
 
-// lookupBytes is lookup for a name in guest memory, without allocating.
-func (r *RPCRouter) lookupBytes(name []byte) (h RPCHandler, mode rpcMode, fallback, ok bool) {
+// lookupBytes is lookup for a name in guest memory. It returns the name as
+// a string too: the registered name (no allocation) or a copy.
+func (r *RPCRouter) lookupBytes(name []byte) (method string, h RPCHandler, mode rpcMode, fallback, ok bool) {
 	if r == nil {
-		return nil, 0, false, false
+		return string(name), nil, 0, false, false
 	}
 	if m, found := r.methods[string(name)]; found {
-		return m.h, m.mode, false, true
+		return m.name, m.h, m.mode, false, true
 	}
 	if r.fallback != nil {
-		return r.fallback, 0, true, true
+		return string(name), r.fallback, 0, true, true
 	}
-	return nil, 0, false, false
+	return string(name), nil, 0, false, false
 }
 
 // checkName validates a method or event name.
