@@ -436,7 +436,10 @@ func (o sourceNameOption) applyCompile(c compileConfig) compileConfig {
 //   - The name must be non-empty valid UTF-8 of at most MaxSourceNameLen
 //     bytes without NUL; otherwise the call fails with an error wrapping
 //     ErrInvalidOption before anything runs.
-//   - It is a label, not a path: nothing is read from it.
+//   - It is a label, not a path: nothing is read from it. It replaces the
+//     file name only: the frame of the script's top-level code still reads
+//     "at <eval> (rules/discount.js:4:1)", <eval> being QuickJS's name for
+//     that code.
 //   - Default: DefaultSourceName.
 func WithSourceName(name string) SourceOption { return sourceNameOption(name) }
 
