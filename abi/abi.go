@@ -176,21 +176,14 @@ const (
 // The exchange area: a guest-owned block at the address ExportExchange
 // returns. The header fields are little-endian.
 const (
-	ExchResultPtr  = 0  // u32: where the result of the last call is
-	ExchResultLen  = 4  // u32: its length
-	ExchHeapUsed   = 8  // u64: bytes the QuickJS heap holds now
-	ExchHeapLimit  = 16 // u64: the heap limit in force (0: none)
-	ExchOpcodes    = 24 // u64: opcodes run, counted in InterruptInterval steps; the host may write 0 to reset
-	ExchPending    = 32 // u32: async RPCs waiting to be settled
-	ExchDataCap    = 36 // u32: ExchangeDataSize, for checking
-	// ExchSourceNameLen (u32) is the length of the source name at
-	// ExchSourceName that the next ExportEval or ExportCompile uses as the
-	// script's file name in stacks and SyntaxErrors; 0 means
-	// DefaultSourceName. The host writes it (and the name) before the call;
-	// the guest reads it and sets it back to 0 at the start of every export
-	// that begins an operation (eval, compile, eval of bytecode, dispatch),
-	// so a name never outlives the call it was written for.
-	ExchSourceNameLen = 40
+	ExchResultPtr     = 0  // u32: where the result of the last call is
+	ExchResultLen     = 4  // u32: its length
+	ExchHeapUsed      = 8  // u64: bytes the QuickJS heap holds now
+	ExchHeapLimit     = 16 // u64: the heap limit in force (0: none)
+	ExchOpcodes       = 24 // u64: opcodes run, counted in InterruptInterval steps; the host may write 0 to reset
+	ExchPending       = 32 // u32: async RPCs waiting to be settled
+	ExchDataCap       = 36 // u32: ExchangeDataSize, for checking
+	ExchSourceNameLen = 40 // u32: length of the source name at ExchSourceName (0: DefaultSourceName); see below
 	ExchHeaderSize    = 64 // the data area starts here
 
 	// ExchangeDataSize is the size of the data area. Inputs that fit are
@@ -198,7 +191,13 @@ const (
 	ExchangeDataSize = 64 * 1024
 
 	// ExchSourceName is where the source name area (MaxSourceNameLen bytes)
-	// starts: right after the data area.
+	// starts: right after the data area. The name (UTF-8, no NUL) and its
+	// length at ExchSourceNameLen are what the next ExportEval or
+	// ExportCompile uses as the script's file name in stacks and
+	// SyntaxErrors. The host writes them before the call; the guest reads
+	// them and sets ExchSourceNameLen back to 0 at the start of every export
+	// that begins an operation (eval, compile, eval of bytecode, dispatch),
+	// so a name never outlives the call it was written for.
 	ExchSourceName = ExchHeaderSize + ExchangeDataSize
 	// ExchangeSize is the size of the whole exchange area.
 	ExchangeSize = ExchSourceName + MaxSourceNameLen
