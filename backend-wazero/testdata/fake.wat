@@ -24,7 +24,7 @@
 
   (global $stop (export "kafig_stop") (mut i32) (i32.const 0)) ;; guard
 
-  (func (export "kafig_abi_version") (result i32) (i32.const 1))
+  (func (export "kafig_abi_version") (result i32) (i32.const 2))
 
   ;; The exchange area lives at 1024.
   (func (export "kafig_exchange") (result i32) (i32.const 1024))
