@@ -13,7 +13,10 @@ package abi
 
 // Version is the ABI version. The guest reports it from ExportABIVersion and
 // the host refuses a guest that reports anything else.
-const Version = 1
+//
+// Version 2 added the source name (ExchSourceNameLen, ExchSourceName): a
+// version 1 guest would ignore it silently.
+const Version = 2
 
 // ImportModule is the module name of every host function the guest imports.
 // The guest also imports a few WASI preview 1 functions (see WASIImports).
@@ -77,13 +80,15 @@ const (
 	// heap limit (0: none) and the QuickJS stack limit (0: the guest's
 	// default). Returns StatusOK or StatusBadInput.
 	ExportSetLimits
-	// ExportEval(srcPtr, srcLen, flags i32) -> i32 evaluates a script.
+	// ExportEval(srcPtr, srcLen, flags i32) -> i32 evaluates a script, named
+	// by the source name in the exchange area (ExchSourceNameLen).
 	ExportEval
-	// ExportCompile(srcPtr, srcLen i32) -> i32 compiles a script to bytecode;
-	// on StatusOK the result is the bytecode.
+	// ExportCompile(srcPtr, srcLen i32) -> i32 compiles a script to bytecode,
+	// named as for ExportEval; on StatusOK the result is the bytecode.
 	ExportCompile
 	// ExportEvalBytecode(ptr, len, flags i32) -> i32 evaluates bytecode made
 	// by ExportCompile. The guest trusts it: the host must authenticate it.
+	// The bytecode keeps the source name it was compiled with.
 	ExportEvalBytecode
 	// ExportDispatch(ptr, nameLen, paramsLen, flags i32) -> i32 calls the
 	// handler registered with host.on(name). The event name is at ptr and
@@ -185,19 +190,41 @@ const (
 // The exchange area: a guest-owned block at the address ExportExchange
 // returns. The header fields are little-endian.
 const (
-	ExchResultPtr  = 0  // u32: where the result of the last call is
-	ExchResultLen  = 4  // u32: its length
-	ExchHeapUsed   = 8  // u64: bytes the QuickJS heap holds now
-	ExchHeapLimit  = 16 // u64: the heap limit in force (0: none)
-	ExchOpcodes    = 24 // u64: opcodes run, counted in InterruptInterval steps; the host may write 0 to reset
-	ExchPending    = 32 // u32: async RPCs waiting to be settled
-	ExchDataCap    = 36 // u32: ExchangeDataSize, for checking
-	ExchHeaderSize = 64 // the data area starts here
+	ExchResultPtr     = 0  // u32: where the result of the last call is
+	ExchResultLen     = 4  // u32: its length
+	ExchHeapUsed      = 8  // u64: bytes the QuickJS heap holds now
+	ExchHeapLimit     = 16 // u64: the heap limit in force (0: none)
+	ExchOpcodes       = 24 // u64: opcodes run, counted in InterruptInterval steps; the host may write 0 to reset
+	ExchPending       = 32 // u32: async RPCs waiting to be settled
+	ExchDataCap       = 36 // u32: ExchangeDataSize, for checking
+	ExchSourceNameLen = 40 // u32: length of the source name at ExchSourceName (0: DefaultSourceName); see below
+	ExchHeaderSize    = 64 // the data area starts here
 
 	// ExchangeDataSize is the size of the data area. Inputs that fit are
 	// written there instead of allocating; results that fit come back there.
 	ExchangeDataSize = 64 * 1024
+
+	// ExchSourceName is where the source name area (MaxSourceNameLen bytes)
+	// starts: right after the data area. The name (UTF-8, no NUL) and its
+	// length at ExchSourceNameLen are what the next ExportEval or
+	// ExportCompile uses as the script's file name in stacks and
+	// SyntaxErrors. The host writes them before the call; the guest reads
+	// them and sets ExchSourceNameLen back to 0 at the start of every export
+	// that begins an operation (eval, compile, eval of bytecode, dispatch),
+	// so a name never outlives the call it was written for.
+	ExchSourceName = ExchHeaderSize + ExchangeDataSize
+	// ExchangeSize is the size of the whole exchange area.
+	ExchangeSize = ExchSourceName + MaxSourceNameLen
 )
+
+// MaxSourceNameLen is the longest source name, in bytes (UTF-8, no NUL). A
+// longer ExchSourceNameLen makes ExportEval and ExportCompile fail with
+// StatusBadInput.
+const MaxSourceNameLen = 1024
+
+// DefaultSourceName is the file name of a script evaluated or compiled
+// without a source name, as it shows in stacks (`at f (<eval>:3:5)`).
+const DefaultSourceName = "<eval>"
 
 // InterruptInterval is how many QuickJS poll points (calls and backward
 // jumps, roughly opcodes) pass between two ImportInterrupt calls.

@@ -27,7 +27,8 @@ func CHeader() string {
 	}{
 		{"RESULT_PTR", ExchResultPtr}, {"RESULT_LEN", ExchResultLen}, {"HEAP_USED", ExchHeapUsed},
 		{"HEAP_LIMIT", ExchHeapLimit}, {"OPCODES", ExchOpcodes}, {"PENDING", ExchPending},
-		{"DATA_CAP", ExchDataCap}, {"HEADER_SIZE", ExchHeaderSize},
+		{"DATA_CAP", ExchDataCap}, {"SOURCE_NAME_LEN", ExchSourceNameLen}, {"HEADER_SIZE", ExchHeaderSize},
+		{"SOURCE_NAME", ExchSourceName}, {"SIZE", ExchangeSize},
 	} {
 		w("#define KAFIG_EXCH_%s %d\n", f.name, f.v)
 	}
@@ -36,7 +37,9 @@ func CHeader() string {
 	w("#define KAFIG_GUEST_STACK_SIZE %d\n", GuestStackSize)
 	w("#define KAFIG_MAX_JS_STACK %d\n", MaxJSStack)
 	w("#define KAFIG_DEFAULT_JS_STACK %d\n", DefaultJSStack)
-	w("#define KAFIG_MAX_METHOD_LEN %d\n\n", MaxMethodLen)
+	w("#define KAFIG_MAX_METHOD_LEN %d\n", MaxMethodLen)
+	w("#define KAFIG_MAX_SOURCE_NAME_LEN %d\n", MaxSourceNameLen)
+	w("#define KAFIG_DEFAULT_SOURCE_NAME %q\n\n", DefaultSourceName)
 	w("/* export names */\n")
 	for e := Export(0); e < exportCount; e++ {
 		w("#define KAFIG_EXPORT_%s %q\n", strings.ToUpper(strings.TrimPrefix(e.Name(), "kafig_")), e.Name())

@@ -76,7 +76,7 @@ func TestBadModules(t *testing.T) {
 	}
 
 	t.Run("abi version", func(t *testing.T) {
-		m, err := b.Compile(ctx, wat(t, `(result i32) (i32.const 1))`, `(result i32) (i32.const 2))`))
+		m, err := b.Compile(ctx, wat(t, `(result i32) (i32.const 2))`, `(result i32) (i32.const 3))`))
 		require.NoError(t, err)
 		defer m.Close(ctx)
 		in, err := m.Instantiate(ctx, backend.InstanceConfig{})

@@ -431,3 +431,69 @@ func TestStopGuard(t *testing.T) {
 		})
 	}
 }
+
+// setName writes the source name the next operation uses (ABI.md, "The
+// exchange area").
+func (g *guestInst) setName(name string) {
+	g.t.Helper()
+	require.True(g.t, g.mem.Write(g.xch+abi.ExchSourceName, []byte(name)))
+	require.True(g.t, g.mem.WriteUint32Le(g.xch+abi.ExchSourceNameLen, uint32(len(name))))
+}
+
+func TestSourceName(t *testing.T) {
+	g := newGuest(t, 32*mib, 0)
+	stack := func(src string, flags uint32) string {
+		t.Helper()
+		st, res := g.eval(src, flags)
+		require.Equal(t, abi.StatusJSError, st, res)
+		e := decodeErr(t, res)
+		require.NotNil(t, e.Stack, res)
+		return *e.Stack
+	}
+	const src = "function f() {\n  null.x\n}\nf()"
+	assert.Contains(t, stack(src, 0), "at f (<eval>:2:")
+	g.setName("rules/a.js")
+	assert.Contains(t, stack(src, 0), "at f (rules/a.js:2:", "named")
+	assert.Zero(t, g.u32(abi.ExchSourceNameLen), "the guest clears the name")
+	assert.Contains(t, stack(src, 0), "at f (<eval>:2:", "the next eval is <eval> again (and the cache keeps them apart)")
+	g.setName("rules/b.js")
+	assert.Contains(t, stack(src, 0), "at f (rules/b.js:2:", "the same source, another name")
+	g.setName("rules/a.js")
+	assert.Contains(t, stack(src, abi.FlagAsync), "rules/a.js:2:", "async")
+
+	g.setName("bad.js")
+	st, res := g.eval("1 +", 0)
+	require.Equal(t, abi.StatusJSError, st)
+	e := decodeErr(t, res)
+	assert.Equal(t, "SyntaxError", e.Name)
+	require.NotNil(t, e.Stack)
+	assert.Contains(t, *e.Stack, "bad.js:1:")
+
+	// compile: the bytecode keeps its name; eval of bytecode ignores a name
+	g.setName("compiled.js")
+	ptr, release := g.input([]byte(src))
+	require.Equal(t, abi.StatusOK, abi.Status(g.call(abi.ExportCompile, uint64(ptr), uint64(len(src)))))
+	release()
+	bc := []byte(g.result())
+	g.setName("other.js")
+	ptr, release = g.input(bc)
+	st = abi.Status(g.call(abi.ExportEvalBytecode, uint64(ptr), uint64(len(bc)), 0))
+	release()
+	require.Equal(t, abi.StatusJSError, st)
+	e = decodeErr(t, g.result())
+	require.NotNil(t, e.Stack)
+	assert.Contains(t, *e.Stack, "at f (compiled.js:2:")
+	assert.NotContains(t, *e.Stack, "other.js")
+	assert.Zero(t, g.u32(abi.ExchSourceNameLen))
+
+	// a name that is too long or holds a NUL is refused, and forgotten
+	require.True(t, g.mem.WriteUint32Le(g.xch+abi.ExchSourceNameLen, abi.MaxSourceNameLen+1))
+	st, res = g.eval("1", 0)
+	assert.Equal(t, abi.StatusBadInput, st, res)
+	g.setName("a\x00b")
+	st, res = g.eval("1", 0)
+	assert.Equal(t, abi.StatusBadInput, st, res)
+	assert.Equal(t, "1", g.mustEval("1", 0))
+	g.setName(strings.Repeat("n", abi.MaxSourceNameLen))
+	assert.Contains(t, stack(src, 0), strings.Repeat("n", abi.MaxSourceNameLen)+":2:")
+}

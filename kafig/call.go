@@ -138,13 +138,30 @@ func (in *Instance) eval(src string, ec evalConfig) (json.RawMessage, error) {
 		return nil, err
 	}
 	exchange.WriteString(in.mem, p, src)
+	if err := in.putSourceName(ec.name); err != nil {
+		return nil, in.free(p, allocated, err)
+	}
 	in.setArgs(uint64(p), uint64(len(src)), flags(ec))
 	res, err := in.operate(ec.async, abi.ExportEval)
 	return res, in.free(p, allocated, err)
 }
 
-// compile runs kafig_compile and returns the raw bytecode.
-func (in *Instance) compile(ctx context.Context, src string) ([]byte, error) {
+// putSourceName writes the source name of the next kafig_eval or
+// kafig_compile into the exchange area, right before the call (the guest
+// clears it when the call begins); "" and DefaultSourceName write none.
+func (in *Instance) putSourceName(name string) error {
+	if name == DefaultSourceName {
+		name = ""
+	}
+	if !in.x.PutSourceName(name) {
+		return badResult("source name area")
+	}
+	return nil
+}
+
+// compile runs kafig_compile and returns the raw bytecode; name is the
+// source name ("": the default).
+func (in *Instance) compile(ctx context.Context, src, name string) ([]byte, error) {
 	if p := checkSource(src); p != "" {
 		return nil, wrap(ErrInvalidSource, p)
 	}
@@ -160,6 +177,9 @@ func (in *Instance) compile(ctx context.Context, src string) ([]byte, error) {
 		return nil, err
 	}
 	exchange.WriteString(in.mem, p, src)
+	if err := in.putSourceName(name); err != nil {
+		return nil, in.free(p, allocated, err)
+	}
 	in.setArgs(uint64(p), uint64(len(src)))
 	var bc []byte
 	if err = in.call(abi.ExportCompile); err != nil {

@@ -2,6 +2,7 @@ package kafig
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -379,4 +380,29 @@ func TestNilSafety(t *testing.T) {
 	res, err := in2.Eval(nil, "ok 1") //nolint:staticcheck
 	require.NoError(t, err)
 	assert.Equal(t, "1", string(res))
+}
+
+// TestSourceNameReachesTheExchangeArea: the host writes the name (and its
+// length) before kafig_eval, and length 0 for an unnamed eval or the
+// default name.
+func TestSourceNameReachesTheExchangeArea(t *testing.T) {
+	ctx := context.Background()
+	in, fi := newInst(t)
+	nameLen := func() uint32 { return binary.LittleEndian.Uint32(fi.mem.b[fakeX+abi.ExchSourceNameLen:]) }
+	_, err := in.Eval(ctx, `ok 1`, WithSourceName("a/b.js"))
+	require.NoError(t, err)
+	assert.EqualValues(t, len("a/b.js"), nameLen())
+	assert.Equal(t, "a/b.js", string(fi.mem.b[fakeX+abi.ExchSourceName:][:len("a/b.js")]))
+	_, err = in.Eval(ctx, `ok 1`)
+	require.NoError(t, err)
+	assert.Zero(t, nameLen(), "an unnamed eval writes length 0")
+	_, err = in.Eval(ctx, `ok 1`, WithSourceName(DefaultSourceName))
+	require.NoError(t, err)
+	assert.Zero(t, nameLen(), "the default name is length 0")
+
+	for _, bad := range []string{"", "a\x00", "\xfe", strings.Repeat("x", MaxSourceNameLen+1)} {
+		_, err = in.Eval(ctx, `ok 1`, WithSourceName(bad))
+		assert.ErrorIs(t, err, ErrInvalidOption, "%q", bad)
+	}
+	assert.Empty(t, checkSourceName(strings.Repeat("é", MaxSourceNameLen/2)))
 }

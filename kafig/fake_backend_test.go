@@ -25,7 +25,7 @@ const fakeWASM = "\x00asm\x01\x00\x00\x00" + "\x05\x03\x01\x00\x02"
 
 const (
 	fakeX       = 1024
-	fakeScratch = fakeX + abi.ExchHeaderSize + abi.ExchangeDataSize + 64
+	fakeScratch = fakeX + abi.ExchangeSize + 64
 	fakeHeap    = fakeScratch + 16384
 	fakePages   = 2
 )

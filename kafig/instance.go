@@ -183,12 +183,17 @@ func ctxError(err error, msg string) error {
 //     *RuntimeError. An empty source, or one that is not UTF-8, contains
 //     NUL bytes or is larger than the instance's memory limit, is refused
 //     with ErrInvalidSource before it reaches the guest.
+//   - Stacks and SyntaxErrors name the script DefaultSourceName ("<eval>")
+//     unless WithSourceName names it.
 //   - When ctx ends, the eval stops and returns a *RuntimeError with code
 //     CodeCPULimitExceeded and Err = ctx.Err(), so errors.Is(err,
 //     context.DeadlineExceeded) (or context.Canceled) holds. If the guest
 //     could not be stopped gracefully it is also ErrInstanceDead.
 func (in *Instance) Eval(ctx context.Context, src string, opts ...EvalOption) (json.RawMessage, error) {
 	ec := evalOptions(opts)
+	if p := ec.problem(); p != "" {
+		return nil, wrap(ErrInvalidOption, p)
+	}
 	if p := checkSource(src); p != "" {
 		return nil, wrap(ErrInvalidSource, p)
 	}
@@ -207,8 +212,13 @@ func (in *Instance) Eval(ctx context.Context, src string, opts ...EvalOption) (j
 //   - The seal is checked (in constant time) before anything reaches the
 //     guest: bytecode from a runtime with another key or guest build, or
 //     changed, truncated or random bytes, are refused with ErrBadBytecode.
+//   - Stacks name the script as Runtime.Compile did (WithSourceName given
+//     here is validated but not used).
 func (in *Instance) EvalCompiled(ctx context.Context, bytecode []byte, opts ...EvalOption) (json.RawMessage, error) {
 	ec := evalOptions(opts)
+	if p := ec.problem(); p != "" {
+		return nil, wrap(ErrInvalidOption, p)
+	}
 	if in == nil {
 		return nil, ErrClosed
 	}
@@ -242,9 +252,14 @@ func (in *Instance) EvalCompiled(ctx context.Context, bytecode []byte, opts ...E
 //   - No handler for name: an error wrapping ErrNoHandler. An empty name,
 //     one longer than abi.MaxMethodLen bytes or not UTF-8, or params that
 //     are not valid JSON: ErrInvalidSource.
-//   - Errors and context handling are as for Eval.
+//   - Errors and context handling are as for Eval. Stacks show the source
+//     name of the script that defined the handler (WithSourceName given
+//     here is validated but not used).
 func (in *Instance) DispatchEvent(ctx context.Context, name string, params json.RawMessage, opts ...EvalOption) (json.RawMessage, error) {
 	ec := evalOptions(opts)
+	if p := ec.problem(); p != "" {
+		return nil, wrap(ErrInvalidOption, p)
+	}
 	if p := checkName(name); p != "" {
 		return nil, wrap(ErrInvalidSource, "event "+p)
 	}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/kafig-dev/kafig/abi"
 	"github.com/kafig-dev/kafig/guest"
 	"github.com/kafig-dev/kafig/kafig/internal/seal"
 )
@@ -42,6 +44,19 @@ type EvalOption interface {
 	applyEval(evalConfig) evalConfig // by value: no allocation per call
 }
 
+// CompileOption configures one Runtime.Compile call.
+type CompileOption interface {
+	applyCompile(compileConfig) compileConfig
+}
+
+// SourceOption is an option about the source of a script: it is both an
+// EvalOption and a CompileOption, so the same value can be given to
+// Instance.Eval and to Runtime.Compile. WithSourceName is one.
+type SourceOption interface {
+	EvalOption
+	CompileOption
+}
+
 // Defaults and bounds of the options.
 const (
 	// DefaultJSMemoryLimit is the QuickJS heap limit of an instance without
@@ -64,6 +79,11 @@ const (
 	DefaultMaxPendingRPCs = 1024
 	// MaxPendingRPCsLimit bounds WithMaxPendingRPCs.
 	MaxPendingRPCsLimit = 1 << 20
+	// DefaultSourceName is the name of a script evaluated or compiled
+	// without WithSourceName, as stacks show it: "at f (<eval>:3:5)".
+	DefaultSourceName = abi.DefaultSourceName
+	// MaxSourceNameLen is the longest name WithSourceName takes, in bytes.
+	MaxSourceNameLen = abi.MaxSourceNameLen
 )
 
 // ---- runtime options ----
@@ -370,7 +390,72 @@ func (c *instanceConfig) validate(initialPages uint32) error {
 // ---- eval options ----
 
 type evalConfig struct {
-	async bool
+	async   bool
+	name    string // WithSourceName
+	hasName bool
+}
+
+// problem returns what is wrong with the options of a call, or "".
+func (c evalConfig) problem() string {
+	if c.hasName {
+		return checkSourceName(c.name)
+	}
+	return ""
+}
+
+type compileConfig struct {
+	name    string
+	hasName bool
+}
+
+type sourceNameOption string
+
+func (o sourceNameOption) applyEval(c evalConfig) evalConfig {
+	c.name, c.hasName = string(o), true
+	return c
+}
+
+func (o sourceNameOption) applyCompile(c compileConfig) compileConfig {
+	c.name, c.hasName = string(o), true
+	return c
+}
+
+// WithSourceName names the script for its stacks and SyntaxErrors: with
+// WithSourceName("rules/discount.js") a stack frame reads
+// "at check (rules/discount.js:3:5)" instead of "at check (<eval>:3:5)".
+//
+// # Notes
+//   - It is a SourceOption: give it to Instance.Eval, or to Runtime.Compile,
+//     whose bytecode keeps the name it was compiled with (EvalCompiled shows
+//     that name wherever the bytecode runs).
+//   - It names one call only: the next Eval without it is DefaultSourceName
+//     ("<eval>") again. Functions keep the name of the script that defined
+//     them, so DispatchEvent shows the handler's own source name;
+//     EvalCompiled and DispatchEvent accept the option but do not use it
+//     (they still validate it).
+//   - The name must be non-empty valid UTF-8 of at most MaxSourceNameLen
+//     bytes without NUL; otherwise the call fails with an error wrapping
+//     ErrInvalidOption before anything runs.
+//   - It is a label, not a path: nothing is read from it. It replaces the
+//     file name only: the frame of the script's top-level code still reads
+//     "at <eval> (rules/discount.js:4:1)", <eval> being QuickJS's name for
+//     that code.
+//   - Default: DefaultSourceName.
+func WithSourceName(name string) SourceOption { return sourceNameOption(name) }
+
+// checkSourceName returns what is wrong with a source name, or "".
+func checkSourceName(name string) string {
+	switch {
+	case name == "":
+		return "WithSourceName: empty name"
+	case len(name) > MaxSourceNameLen:
+		return "WithSourceName: name longer than " + itoa(MaxSourceNameLen) + " bytes"
+	case strings.IndexByte(name, 0) >= 0:
+		return "WithSourceName: name contains a NUL byte"
+	case !utf8.ValidString(name):
+		return "WithSourceName: name is not valid UTF-8"
+	}
+	return ""
 }
 
 type asyncOption struct{}

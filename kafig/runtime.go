@@ -200,11 +200,25 @@ func (rt *Runtime) forget(in *Instance) {
 //     of this runtime, or of a runtime with the same key and guest build,
 //     accepts it; anything else is refused with ErrBadBytecode.
 //   - A SyntaxError is returned as a *JsError.
+//   - Options: WithSourceName names the script; the bytecode keeps the
+//     name, and its stacks show it wherever EvalCompiled runs it. An
+//     invalid option is an error wrapping ErrInvalidOption.
 //   - Safe for concurrent use; compilations are serialized on one internal
 //     instance per runtime, created on first use.
-func (rt *Runtime) Compile(ctx context.Context, src string) ([]byte, error) {
+func (rt *Runtime) Compile(ctx context.Context, src string, opts ...CompileOption) ([]byte, error) {
 	if rt == nil {
 		return nil, ErrClosed
+	}
+	var cc compileConfig
+	for _, o := range opts {
+		if o != nil {
+			cc = o.applyCompile(cc)
+		}
+	}
+	if cc.hasName {
+		if p := checkSourceName(cc.name); p != "" {
+			return nil, wrap(ErrInvalidOption, p)
+		}
 	}
 	select {
 	case rt.compileSem <- struct{}{}:
@@ -222,7 +236,7 @@ func (rt *Runtime) Compile(ctx context.Context, src string) ([]byte, error) {
 		}
 		rt.compileInst = in
 	}
-	bc, err := rt.compileInst.compile(ctx, src)
+	bc, err := rt.compileInst.compile(ctx, src, cc.name)
 	if err != nil {
 		return nil, err
 	}

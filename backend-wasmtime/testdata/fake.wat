@@ -18,7 +18,7 @@
   (global $depth (mut i32) (i32.const 0))
   (global $limit_heap (mut i64) (i64.const 0))
 
-  (func (export "kafig_abi_version") (result i32) (i32.const 1))
+  (func (export "kafig_abi_version") (result i32) (i32.const 2))
   (func (export "kafig_exchange") (result i32) (i32.const 1024))
 
   ;; alloc(pages): grows memory by pages; returns the old size in pages, or

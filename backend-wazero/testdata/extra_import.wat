@@ -2,7 +2,7 @@
 (module
   (import "wasi_snapshot_preview1" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
   (memory (export "memory") 1)
-  (func (export "kafig_abi_version") (result i32) (i32.const 1))
+  (func (export "kafig_abi_version") (result i32) (i32.const 2))
   (func (export "kafig_exchange") (result i32) (i32.const 1024))
   (func (export "kafig_alloc") (param i32) (result i32) (i32.const 0))
   (func (export "kafig_free") (param i32))

@@ -27,7 +27,7 @@
   (global $budget (mut i32) (i32.const 65536)) ;; guard
   (func $slow (if (global.get $stop) (then (unreachable))) (global.set $budget (i32.const 65536)) (if (call $interrupt (i64.const -1)) (then (unreachable)))) ;; guard
 
-  (func (export "kafig_abi_version") (result i32) (i32.const 1))
+  (func (export "kafig_abi_version") (result i32) (i32.const 2))
 
   ;; The exchange area lives at 1024.
   (func (export "kafig_exchange") (result i32) (i32.const 1024))

@@ -63,10 +63,11 @@
 // any JavaScript error. Stack positions of a bundle are mapped back to the
 // source files through esbuild's source map.
 //
-// The sandbox names every evaluation <eval>; kafig renames positions in a
-// script's error to the script's file. Frames of functions defined by the
-// -prelude file carry the script's name too, as kafig cannot tell them
-// apart.
+// Stacks name the file a function was defined in: kafig evaluates a script
+// under its file name (<stdin> for standard input) and the -prelude file
+// under its own. Code given with -e, typed at the REPL or sent in JSON mode
+// is <eval>. The frame of a script's top-level code reads "at <eval>
+// (file:line:col)": <eval> is QuickJS's name for that code, not a file.
 //
 // # Host API
 //

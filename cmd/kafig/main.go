@@ -131,7 +131,7 @@ func runScript(o *options, prelude *source) int {
 		return fail(err, nil)
 	}
 	defer s.close()
-	res, err := s.eval(ctx, src.code)
+	res, err := s.eval(ctx, src.code, src.evalOpts()...)
 	if o.stats {
 		printStats(os.Stderr, s)
 	}

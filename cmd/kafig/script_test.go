@@ -184,6 +184,25 @@ func TestPrelude(t *testing.T) {
 	r.expect(t, exitUsage, nil, []string{"missing.js: no such file"})
 }
 
+// TestStackNamesEachFile: the script and the -prelude file are evaluated
+// under their own names, so a stack through both names each file.
+func TestStackNamesEachFile(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"lib.js":  "function check(o) {\n  return o.items.length\n}\n",
+		"main.js": "const order = {};\n\ncheck(order)\n",
+	})
+	lib, main := filepath.Join(dir, "lib.js"), filepath.Join(dir, "main.js")
+	r := runKafig(t, "-prelude", lib, main)
+	r.expect(t, exitJSError, nil, []string{"at check (" + lib + ":2:", "at <eval> (" + main + ":3:"})
+	if strings.Contains(r.stderr, "<eval>:") {
+		t.Fatalf("a position is still <eval>\n%s", r)
+	}
+
+	r = invocation{args: []string{"-prelude", lib, "-"}, stdin: "\ncheck({})\n"}.do(t)
+	r.expect(t, exitJSError, nil, []string{"at check (" + lib + ":2:", "at <eval> (<stdin>:2:"})
+}
+
 func TestScriptFromStdin(t *testing.T) {
 	t.Parallel()
 	r := invocation{args: []string{"-"}, stdin: "console.log('from stdin');\n6 * 7\n"}.do(t)

@@ -127,7 +127,7 @@ func (s *session) reset(ctx context.Context) error {
 	if s.prelude != nil {
 		// The -prelude file is the user's code: the limits apply to it.
 		s.armed.Store(true)
-		_, err := s.inst.Eval(ctx, s.prelude.code)
+		_, err := s.inst.Eval(ctx, s.prelude.code, s.prelude.evalOpts()...)
 		s.armed.Store(false)
 		if err != nil {
 			return &preludeError{name: s.prelude.name, err: s.prelude.explain(err)}
@@ -154,9 +154,10 @@ func (s *session) close() {
 }
 
 // eval evaluates src in the instance, with the limits counted from zero.
-func (s *session) eval(ctx context.Context, src string) (json.RawMessage, error) {
+// more adds to the session's options (a source name).
+func (s *session) eval(ctx context.Context, src string, more ...kafig.EvalOption) (json.RawMessage, error) {
 	return s.run(ctx, func(ctx context.Context) (json.RawMessage, error) {
-		return s.inst.Eval(ctx, src, s.evalOpts()...)
+		return s.inst.Eval(ctx, src, append(s.evalOpts(), more...)...)
 	})
 }
 

@@ -84,11 +84,37 @@ func unwrapPathError(err error) error {
 // evalPos is a position in a stack that QuickJS reports for evaluated code.
 var evalPos = regexp.MustCompile(`<eval>:(\d+):(\d+)`)
 
+// sourceName is the name the sandbox gives the script (kafig.WithSourceName)
+// so that its stacks name the file: "<stdin>" for stdin. It is "" for -e
+// and for a bundle (esbuild's source map names the files instead, see
+// explain), and for a file name WithSourceName would refuse (too long, not
+// UTF-8): explain then renames the positions after the fact.
+func (s *source) sourceName() string {
+	switch {
+	case s == nil || s.name == "" || s.smap != nil:
+		return ""
+	case s.name == "-":
+		return "<stdin>"
+	case len(s.name) > kafig.MaxSourceNameLen || !utf8.ValidString(s.name):
+		return ""
+	}
+	return s.name
+}
+
+// evalOpts are the options that evaluate the script under its name.
+func (s *source) evalOpts() []kafig.EvalOption {
+	if name := s.sourceName(); name != "" {
+		return []kafig.EvalOption{kafig.WithSourceName(name)}
+	}
+	return nil
+}
+
 // explain rewrites the positions in a JavaScript error's stack to name the
-// script's files (through the source map for a bundle).
+// script's files, for a bundle through its source map. A script evaluated
+// under its name (sourceName) needs nothing.
 func (s *source) explain(err error) error {
 	var je *kafig.JsError
-	if s == nil || s.name == "" || !errors.As(err, &je) || je.Stack == nil {
+	if s == nil || s.name == "" || s.sourceName() != "" || !errors.As(err, &je) || je.Stack == nil {
 		return err
 	}
 	stack := s.rewrite(*je.Stack)

@@ -383,3 +383,50 @@ func ExampleJsError() {
 	// JS Error: plain string (stack: false)
 	// cpu_limit_exceeded (deadline: true)
 }
+
+func ExampleWithSourceName() {
+	ctx := context.Background()
+	rt, err := kafig.New(ctx, wazerobackend.New())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	inst, err := rt.Instance(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer inst.Close(ctx)
+
+	src := "function check(order) {\n  return order.items.length\n}\ncheck({})"
+	stack := func(err error) string {
+		var jsErr *kafig.JsError
+		if errors.As(err, &jsErr) && jsErr.Stack != nil {
+			return *jsErr.Stack
+		}
+		return fmt.Sprint(err)
+	}
+
+	// Stacks and SyntaxErrors name the script...
+	_, err = inst.Eval(ctx, src, kafig.WithSourceName("rules/discount.js"))
+	fmt.Print(stack(err))
+	// ...for this call only: without the option it is <eval> again.
+	_, err = inst.Eval(ctx, src)
+	fmt.Print(stack(err))
+	// Bytecode keeps the name it was compiled with.
+	bytecode, err := rt.Compile(ctx, src, kafig.WithSourceName("rules/compiled.js"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = inst.EvalCompiled(ctx, bytecode)
+	fmt.Print(stack(err))
+	_, err = inst.Eval(ctx, "1 +", kafig.WithSourceName("broken.js"))
+	fmt.Print(stack(err))
+	// Output:
+	//     at check (rules/discount.js:2:21)
+	//     at <eval> (rules/discount.js:4:6)
+	//     at check (<eval>:2:21)
+	//     at <eval> (<eval>:4:6)
+	//     at check (rules/compiled.js:2:21)
+	//     at <eval> (rules/compiled.js:4:6)
+	//     at broken.js:1:4
+}

@@ -15,6 +15,16 @@ static void update_header(void)
 
 static int op_unwrap; /* op_promise resolves to QuickJS's {value} wrapper */
 
+/* The source name of the operation: the script's file name in stacks and
+ * SyntaxErrors. op_begin takes it from the exchange area (and clears it
+ * there, so that it names one operation only); name_len 0 is
+ * KAFIG_DEFAULT_SOURCE_NAME. The copy keeps it safe from a host that
+ * writes the area during the operation. */
+static char op_name_buf[KAFIG_MAX_SOURCE_NAME_LEN + 1];
+static const char *op_name = KAFIG_DEFAULT_SOURCE_NAME;
+static uint32_t op_name_len; /* 0: the default */
+static int op_name_bad;      /* the host gave a length beyond the maximum */
+
 /* The room an operation needs to start: compiling is done with headroom
  * (see compiled), but creating the script's function object and its first
  * steps are not, and a heap left within a few hundred bytes of its limit
@@ -93,9 +103,31 @@ static int op_end(int status)
     return status;
 }
 
+static void take_source_name(void)
+{
+    uint32_t n = xch.source_name_len;
+    xch.source_name_len = 0;
+    op_name = KAFIG_DEFAULT_SOURCE_NAME;
+    op_name_len = 0;
+    op_name_bad = n > KAFIG_MAX_SOURCE_NAME_LEN;
+    if (n == 0 || op_name_bad)
+        return;
+    memcpy(op_name_buf, xch.source_name, n);
+    op_name_buf[n] = '\0';
+    /* a NUL inside would cut the name short in QuickJS and make two names
+     * one in the compile cache: refuse it as the host does */
+    if (memchr(op_name_buf, '\0', n)) {
+        op_name_bad = 1;
+        return;
+    }
+    op_name = op_name_buf;
+    op_name_len = n;
+}
+
 static void op_begin(int flags)
 {
     free_result();
+    take_source_name();
     if (op_active)
         op_end(KAFIG_STATUS_RUNTIME_ERROR); /* a suspended op the host dropped */
     seed_random();
@@ -238,18 +270,25 @@ static int in_range(uint32_t ptr, uint32_t len)
 static JSValue compile_input(const char *p, uint32_t len, uint32_t kind);
 enum { KIND_SCRIPT, KIND_ASYNC_SCRIPT, KIND_BYTECODE };
 struct cache_entry {
-    uint32_t hash, len, kind;
-    char *input;
+    uint32_t hash, len, kind, name_len;
+    char *input; /* the input's len bytes, then the source name's name_len */
     JSValue fn;
 };
 static struct cache_entry cache[CACHE_SLOTS];
 
-static uint32_t fnv1a(const char *p, uint32_t len, uint32_t kind)
+static uint32_t fnv1a(uint32_t h, const char *p, uint32_t len)
 {
-    uint32_t h = 2166136261u ^ kind;
     while (len--)
         h = (h ^ (uint8_t)*p++) * 16777619u;
     return h;
+}
+
+/* cache_name_len is the length of the source name that is part of the key
+ * of an input of this kind: scripts are compiled with the operation's
+ * name; bytecode carries its own. */
+static uint32_t cache_name_len(uint32_t kind)
+{
+    return kind == KIND_BYTECODE ? 0 : op_name_len;
 }
 
 static void cache_drop(struct cache_entry *e)
@@ -275,14 +314,16 @@ static JSValue cache_find(const char *p, uint32_t len, uint32_t kind, struct cac
                           uint32_t *hash)
 {
     struct cache_entry *e;
+    uint32_t name_len = cache_name_len(kind);
     *slot = NULL;
     if (len > CACHE_MAX_INPUT)
         return JS_UNDEFINED;
-    *hash = fnv1a(p, len, kind);
+    *hash = fnv1a(fnv1a(2166136261u ^ kind, p, len), op_name, name_len);
     e = &cache[*hash % CACHE_SLOTS];
     *slot = e;
     if (e->input && e->hash == *hash && e->len == len && e->kind == kind &&
-        memcmp(e->input, p, len) == 0)
+        e->name_len == name_len && memcmp(e->input, p, len) == 0 &&
+        memcmp(e->input + len, op_name, name_len) == 0)
         return JS_DupValue(ctx, e->fn);
     return JS_UNDEFINED;
 }
@@ -291,16 +332,19 @@ static void cache_store(struct cache_entry *e, uint32_t hash, const char *p, uin
                         uint32_t kind, JSValueConst fn)
 {
     char *copy;
+    uint32_t name_len = cache_name_len(kind);
     if (!e)
         return;
     cache_drop(e);
-    copy = js_malloc(ctx, len ? len : 1);
+    copy = js_malloc(ctx, len + name_len ? len + name_len : 1);
     if (!copy)
         return;
     memcpy(copy, p, len);
+    memcpy(copy + len, op_name, name_len);
     e->hash = hash;
     e->len = len;
     e->kind = kind;
+    e->name_len = name_len;
     e->input = copy;
     e->fn = JS_DupValue(ctx, fn);
 }
@@ -345,7 +389,7 @@ static JSValue compile_input(const char *p, uint32_t len, uint32_t kind)
             return JS_ThrowTypeError(ctx, "bytecode is not a script");
         }
     } else {
-        fn = JS_Eval(ctx, p, len, "<eval>",
+        fn = JS_Eval(ctx, p, len, op_name,
                      JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY |
                          (kind == KIND_ASYNC_SCRIPT ? JS_EVAL_FLAG_ASYNC : 0));
     }
@@ -392,6 +436,8 @@ EXPORT(KAFIG_EXPORT_EVAL) uint32_t kafig_eval(uint32_t src, uint32_t len, uint32
     op_begin(flags);
     if (!in_range(src, len))
         return op_end(status_message(KAFIG_STATUS_BAD_INPUT, "source outside memory"));
+    if (op_name_bad)
+        return op_end(status_message(KAFIG_STATUS_BAD_INPUT, "bad source name"));
     ((char *)(uintptr_t)src)[len] = '\0';
     fn = compiled((const char *)(uintptr_t)src, len, op_async ? KIND_ASYNC_SCRIPT : KIND_SCRIPT);
     if (JS_IsException(fn))
@@ -408,8 +454,10 @@ EXPORT(KAFIG_EXPORT_COMPILE) uint32_t kafig_compile(uint32_t src, uint32_t len)
     op_begin(0);
     if (!in_range(src, len))
         return op_end(status_message(KAFIG_STATUS_BAD_INPUT, "source outside memory"));
+    if (op_name_bad)
+        return op_end(status_message(KAFIG_STATUS_BAD_INPUT, "bad source name"));
     ((char *)(uintptr_t)src)[len] = '\0';
-    fn = JS_Eval(ctx, (const char *)(uintptr_t)src, len, "<eval>",
+    fn = JS_Eval(ctx, (const char *)(uintptr_t)src, len, op_name,
                  JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_COMPILE_ONLY | JS_EVAL_FLAG_ASYNC);
     if (JS_IsException(fn))
         return op_end(finish_exception());

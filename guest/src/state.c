@@ -24,8 +24,10 @@ struct exchange {
     uint64_t opcodes;
     uint32_t pending;
     uint32_t data_cap;
-    uint8_t reserved[KAFIG_EXCH_HEADER_SIZE - 40];
+    uint32_t source_name_len;
+    uint8_t reserved[KAFIG_EXCH_HEADER_SIZE - 44];
     uint8_t data[KAFIG_EXCHANGE_DATA_SIZE];
+    uint8_t source_name[KAFIG_MAX_SOURCE_NAME_LEN];
 };
 _Static_assert(offsetof(struct exchange, result_ptr) == KAFIG_EXCH_RESULT_PTR, "abi");
 _Static_assert(offsetof(struct exchange, result_len) == KAFIG_EXCH_RESULT_LEN, "abi");
@@ -34,7 +36,10 @@ _Static_assert(offsetof(struct exchange, heap_limit) == KAFIG_EXCH_HEAP_LIMIT, "
 _Static_assert(offsetof(struct exchange, opcodes) == KAFIG_EXCH_OPCODES, "abi");
 _Static_assert(offsetof(struct exchange, pending) == KAFIG_EXCH_PENDING, "abi");
 _Static_assert(offsetof(struct exchange, data_cap) == KAFIG_EXCH_DATA_CAP, "abi");
+_Static_assert(offsetof(struct exchange, source_name_len) == KAFIG_EXCH_SOURCE_NAME_LEN, "abi");
 _Static_assert(offsetof(struct exchange, data) == KAFIG_EXCH_HEADER_SIZE, "abi");
+_Static_assert(offsetof(struct exchange, source_name) == KAFIG_EXCH_SOURCE_NAME, "abi");
+_Static_assert(sizeof(struct exchange) == KAFIG_EXCH_SIZE, "abi");
 
 static struct exchange xch __attribute__((aligned(16)));
 /* A result too large for the data area; freed at the next export call. */

@@ -32,13 +32,14 @@ type Area struct {
 // Data is the address of the data area.
 func (a Area) Data() Ptr { return a.X + abi.ExchHeaderSize }
 
-// Check verifies that the whole area lies inside memory and that the guest
-// reports the data area size this host was built for.
+// Check verifies that the whole area (up to the end of the source name
+// area) lies inside memory and that the guest reports the data area size
+// this host was built for.
 func (a Area) Check() bool {
-	if _, ok := a.X.Add(abi.ExchHeaderSize + abi.ExchangeDataSize); !ok {
+	if _, ok := a.X.Add(abi.ExchangeSize); !ok {
 		return false
 	}
-	if _, ok := a.Mem.Read(uint32(a.X), abi.ExchHeaderSize+abi.ExchangeDataSize); !ok {
+	if _, ok := a.Mem.Read(uint32(a.X), abi.ExchangeSize); !ok {
 		return false
 	}
 	v, ok := a.U32(abi.ExchDataCap)
@@ -68,6 +69,27 @@ func (a Area) PutU64(off uint32, v uint64) bool {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], v)
 	return a.Mem.Write(uint32(a.X)+off, b[:])
+}
+
+// PutU32 writes the header field at off.
+func (a Area) PutU32(off uint32, v uint32) bool {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], v)
+	return a.Mem.Write(uint32(a.X)+off, b[:])
+}
+
+// PutSourceName writes the source name the next eval or compile uses
+// (ExchSourceName and ExchSourceNameLen); "" writes length 0, the guest's
+// default name. A name longer than abi.MaxSourceNameLen is not written
+// (false).
+func (a Area) PutSourceName(name string) bool {
+	if len(name) > abi.MaxSourceNameLen {
+		return false
+	}
+	if name != "" && !WriteString(a.Mem, a.X+abi.ExchSourceName, name) {
+		return false
+	}
+	return a.PutU32(abi.ExchSourceNameLen, uint32(len(name)))
 }
 
 // Result returns the range of the last export's result (header fields
