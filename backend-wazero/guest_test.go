@@ -453,6 +453,9 @@ func TestGuestMemoryPool(t *testing.T) {
 	pooled := guestModule(t, "pool4", WithMemoryPool(4))
 	fresh := guestModule(t, "nopool", WithMemoryPool(0))
 	pool := pooled.(*module).pool
+	data, ok := activeData(guestWASM(t))
+	require.True(t, ok)
+	require.NotEmpty(t, data, "the guest's data segments are found (pages inside them are not zeroed)")
 
 	// Dirty memory well beyond the initial size, then close.
 	a := newJSGuest(t, pooled, 512, 32*mib, 0)

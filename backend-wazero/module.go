@@ -133,6 +133,16 @@ func compile(ctx context.Context, wasm []byte, cache wazero.CompilationCache, ba
 		WithStdout(io.Discard).
 		WithStderr(io.Discard)
 	m.pool = mmapalloc.NewPool(uint64(m.minPages)*mmapalloc.PageSize, poolSize)
+	// wazero writes every active data segment into memory at each
+	// instantiation, before any guest code runs: a reused memory need not
+	// be zeroed where they lie.
+	if data, ok := activeData(wasm); ok {
+		starts, ends := make([]uint64, len(data)), make([]uint64, len(data))
+		for k, d := range data {
+			starts[k], ends[k] = d.start, d.end
+		}
+		m.pool.SkipOverwritten(starts, ends)
+	}
 	m.cleanup = runtime.AddCleanup(m, closeRuntime, dropped{r, m.pool})
 	return m, nil
 }

@@ -20,6 +20,10 @@ import "sync"
 type Pool struct {
 	keep uint64 // bytes kept committed in a pooled range
 	max  int    // ranges kept at most
+	// skip[i] is true for the pages (of the system's page size) of the
+	// kept region that every instantiation overwrites whole before it runs
+	// any code: get need not zero them.
+	skip []bool
 
 	mu     sync.Mutex
 	free   map[uint64][][]byte // by reservation length (Memory.limit)
@@ -31,6 +35,22 @@ type Pool struct {
 // keep bytes committed. max <= 0 keeps none.
 func NewPool(keep uint64, max int) *Pool {
 	return &Pool{keep: keep, max: max, free: map[uint64][][]byte{}}
+}
+
+// SkipOverwritten tells the pool that every instantiation writes the byte
+// ranges [starts[k], ends[k]) (the module's active data segments) before
+// any code runs: pages lying entirely inside one need not be zeroed when a
+// range is reused. Call it before the pool is used.
+func (p *Pool) SkipOverwritten(starts, ends []uint64) {
+	ps := uint64(pageSize())
+	skip := make([]bool, p.keep/ps)
+	for k := range starts {
+		first := (starts[k] + ps - 1) / ps
+		for pg := first; (pg+1)*ps <= ends[k] && pg < uint64(len(skip)); pg++ {
+			skip[pg] = true
+		}
+	}
+	p.skip = skip
 }
 
 // get returns a pooled range of limit bytes whose first p.keep bytes are
@@ -51,7 +71,7 @@ func (p *Pool) get(limit uint64) []byte {
 		p.free[limit] = l[:len(l)-1]
 		p.n--
 		p.mu.Unlock()
-		if zeroKept(buf[:p.keep]) {
+		if zeroKept(buf[:p.keep], p.skip) {
 			return buf
 		}
 		unmapRange(buf)

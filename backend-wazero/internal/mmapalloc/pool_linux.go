@@ -18,11 +18,15 @@ func trim(buf []byte, keep, size uint64) bool {
 	return unix.Madvise(tail, unix.MADV_DONTNEED) == nil && unix.Mprotect(tail, unix.PROT_NONE) == nil
 }
 
+func pageSize() int { return unix.Getpagesize() }
+
 // zeroKept zeroes b (page-aligned, committed) without touching the pages
 // that are not resident: resident pages are cleared in place (no fault, no
 // new page), the others are dropped with MADV_DONTNEED, which also drops
-// any swapped-out copy, so that they read as zero when next touched.
-func zeroKept(b []byte) bool {
+// any swapped-out copy, so that they read as zero when next touched. Pages
+// i with skip[i] set are left as they are (the instantiation overwrites
+// them whole).
+func zeroKept(b []byte, skip []bool) bool {
 	if len(b) == 0 {
 		return true
 	}
@@ -34,17 +38,30 @@ func zeroKept(b []byte) bool {
 	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
 		return false
 	}
+	// 0: zero in place, 1: drop, 2: leave.
+	class := func(i int) int {
+		switch {
+		case i < len(skip) && skip[i]:
+			return 2
+		case vec[i]&1 != 0:
+			return 0
+		}
+		return 1
+	}
 	for i := 0; i < len(vec); {
 		j := i
-		resident := vec[i]&1 != 0
-		for j < len(vec) && (vec[j]&1 != 0) == resident {
+		c := class(i)
+		for j < len(vec) && class(j) == c {
 			j++
 		}
 		run := b[i*ps : j*ps]
-		if resident {
+		switch c {
+		case 0:
 			clear(run)
-		} else if unix.Madvise(run, unix.MADV_DONTNEED) != nil {
-			return false
+		case 1:
+			if unix.Madvise(run, unix.MADV_DONTNEED) != nil {
+				return false
+			}
 		}
 		i = j
 	}
