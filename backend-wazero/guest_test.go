@@ -1,6 +1,7 @@
 package wazerobackend
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -444,4 +445,47 @@ func TestGuestStackRetention(t *testing.T) {
 		_ = g.inst.Close(context.Background())
 	}
 	require.Less(t, worst, int64(8*mib))
+}
+
+// TestGuestMemoryPool: an instance made from a pooled memory (the memory of
+// an instance that ran, grew and closed) starts with memory byte for byte
+// equal to that of an instance made from fresh memory.
+func TestGuestMemoryPool(t *testing.T) {
+	if !mmapalloc.Mmap {
+		t.Skip("memory on the Go heap")
+	}
+	pooled := guestModule(t, "pool4", WithMemoryPool(4))
+	fresh := guestModule(t, "nopool", WithMemoryPool(0))
+	pool := pooled.(*module).pool
+	data, ok := activeData(guestWASM(t))
+	require.True(t, ok)
+	require.NotEmpty(t, data, "the guest's data segments are found (pages inside them are not zeroed)")
+
+	// Dirty memory well beyond the initial size, then close.
+	a := newJSGuest(t, pooled, 512, 32*mib, 0)
+	a.mustEval(`globalThis.junk = []; for (let i = 0; i < 2000; i++) junk.push("x".repeat(1000) + i); junk.length`)
+	require.Greater(t, a.inst.Memory().Size(), uint32(pooled.(*module).minPages)*abi.PageSize)
+	n := pool.Len()
+	require.NoError(t, a.inst.Close(context.Background()))
+	if n+1 != pool.Len() {
+		t.Skip("this system does not pool memory")
+	}
+
+	b := newJSGuest(t, pooled, 512, 32*mib, 0)
+	require.Equal(t, n, pool.Len(), "b took the pooled memory")
+	c := newJSGuest(t, fresh, 512, 32*mib, 0)
+	mb, ok := b.inst.Memory().Read(0, b.inst.Memory().Size())
+	require.True(t, ok)
+	mc, ok := c.inst.Memory().Read(0, c.inst.Memory().Size())
+	require.True(t, ok)
+	require.Equal(t, len(mc), len(mb))
+	require.True(t, bytes.Equal(mb, mc), "pooled memory differs from fresh memory")
+	require.Equal(t, `"undefined"`, b.mustEval(`typeof junk`))
+	require.Equal(t, "2", b.mustEval("1+1"))
+
+	// A different memory cap is another reservation: not from the pool.
+	require.NoError(t, b.inst.Close(context.Background()))
+	n = pool.Len()
+	newJSGuest(t, pooled, 1024, 32*mib, 0)
+	require.Equal(t, n, pool.Len())
 }

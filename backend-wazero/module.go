@@ -33,6 +33,7 @@ type module struct {
 	backstop bool   // WithBackstop
 	guard    bool   // the backstop is the guest's stop global (abi.StopGlobal)
 	minPages uint32 // the guest's initial memory size
+	pool     *mmapalloc.Pool
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -40,15 +41,25 @@ type module struct {
 	cleanup   runtime.Cleanup
 }
 
-// closeRuntime closes the runtime of a module dropped without Close (and
-// whose instances are all unreachable too, since they refer to it).
-func closeRuntime(r wazero.Runtime) { _ = r.Close(context.Background()) }
+// dropped is what a module dropped without Close holds outside the Go heap.
+type dropped struct {
+	r    wazero.Runtime
+	pool *mmapalloc.Pool
+}
+
+// closeRuntime closes the runtime and the memory pool of a module dropped
+// without Close (and whose instances are all unreachable too, since they
+// refer to it).
+func closeRuntime(d dropped) {
+	_ = d.r.Close(context.Background())
+	d.pool.Close()
+}
 
 func badModule(format string, args ...any) error {
 	return fmt.Errorf("%w: wazero: "+format, append([]any{backend.ErrBadModule}, args...)...)
 }
 
-func compile(ctx context.Context, wasm []byte, cache wazero.CompilationCache, backstop bool) (_ *module, err error) {
+func compile(ctx context.Context, wasm []byte, cache wazero.CompilationCache, backstop bool, poolSize int) (_ *module, err error) {
 	switch {
 	case len(wasm) == 0:
 		return nil, badModule("empty module")
@@ -121,7 +132,18 @@ func compile(ctx context.Context, wasm []byte, cache wazero.CompilationCache, ba
 		WithRandSource(rand.Reader).
 		WithStdout(io.Discard).
 		WithStderr(io.Discard)
-	m.cleanup = runtime.AddCleanup(m, closeRuntime, r)
+	m.pool = mmapalloc.NewPool(uint64(m.minPages)*mmapalloc.PageSize, poolSize)
+	// wazero writes every active data segment into memory at each
+	// instantiation, before any guest code runs: a reused memory need not
+	// be zeroed where they lie.
+	if data, ok := activeData(wasm); ok {
+		starts, ends := make([]uint64, len(data)), make([]uint64, len(data))
+		for k, d := range data {
+			starts[k], ends[k] = d.start, d.end
+		}
+		m.pool.SkipOverwritten(starts, ends)
+	}
+	m.cleanup = runtime.AddCleanup(m, closeRuntime, dropped{r, m.pool})
 	return m, nil
 }
 
@@ -238,7 +260,7 @@ func (m *module) Instantiate(ctx context.Context, cfg backend.InstanceConfig) (b
 			m.minPages, cfg.MaxMemoryPages)
 	}
 
-	alloc := mmapalloc.New(cfg.MaxMemoryPages)
+	alloc := mmapalloc.NewPooled(cfg.MaxMemoryPages, m.pool)
 	mod, err := m.instantiate(experimental.WithMemoryAllocator(ctx, alloc))
 	lin := alloc.Memory()
 	if err != nil {
@@ -308,6 +330,7 @@ func (m *module) Close(ctx context.Context) error {
 		if err := m.r.Close(ctx); err != nil {
 			m.closeErr = fmt.Errorf("kafig: wazero: close: %w", err)
 		}
+		m.pool.Close()
 	})
 	return m.closeErr
 }

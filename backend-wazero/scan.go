@@ -221,3 +221,105 @@ func exportsGlobal(wasm []byte, name string) (bool, error) {
 	}
 	return false, nil
 }
+
+// dataRange is the memory range [start, end) an active data segment of
+// memory 0 writes at instantiation.
+type dataRange struct{ start, end uint64 }
+
+// activeData returns the ranges that the active data segments of a wasm
+// binary write into memory 0 at instantiation, for segments whose offset is
+// an i32.const (what toolchains emit). ok is false when the data section
+// has anything else (an offset from a global, another memory): the caller
+// then assumes nothing about the segments.
+func activeData(wasm []byte) (out []dataRange, ok bool) {
+	if len(wasm) < 8 {
+		return nil, false
+	}
+	r := &reader{b: wasm, off: 8}
+	for r.off < len(r.b) {
+		id, err := r.byte()
+		if err != nil {
+			return nil, false
+		}
+		size, err := r.u32()
+		if err != nil {
+			return nil, false
+		}
+		body, err := r.bytes(size)
+		if err != nil {
+			return nil, false
+		}
+		if id != 11 { // the data section
+			continue
+		}
+		dr := &reader{b: body}
+		n, err := dr.u32()
+		if err != nil {
+			return nil, false
+		}
+		for range n {
+			flags, err := dr.u32()
+			if err != nil {
+				return nil, false
+			}
+			switch flags {
+			case 1: // passive: written only by memory.init
+				l, err := dr.u32()
+				if err != nil {
+					return nil, false
+				}
+				if _, err := dr.bytes(l); err != nil {
+					return nil, false
+				}
+				continue
+			case 0:
+			default: // 2: explicit memory index
+				return nil, false
+			}
+			if op, err := dr.byte(); err != nil || op != 0x41 { // i32.const
+				return nil, false
+			}
+			off, err := dr.s32()
+			if err != nil {
+				return nil, false
+			}
+			if end, err := dr.byte(); err != nil || end != 0x0b {
+				return nil, false
+			}
+			l, err := dr.u32()
+			if err != nil {
+				return nil, false
+			}
+			if _, err := dr.bytes(l); err != nil {
+				return nil, false
+			}
+			start := uint64(uint32(off))
+			out = append(out, dataRange{start, start + uint64(l)})
+		}
+		return out, true
+	}
+	return nil, true
+}
+
+// s32 reads a signed LEB128 of up to 32 bits.
+func (r *reader) s32() (int32, error) {
+	var v int64
+	var shift uint
+	for {
+		c, err := r.byte()
+		if err != nil {
+			return 0, err
+		}
+		v |= int64(c&0x7f) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			if shift < 64 && c&0x40 != 0 {
+				v |= -1 << shift
+			}
+			return int32(v), nil
+		}
+		if shift >= 35 {
+			return 0, errors.New("bad LEB128")
+		}
+	}
+}

@@ -32,6 +32,7 @@ var ErrReserve = errors.New("kafig: cannot reserve linear memory")
 // It is not safe for concurrent use: use one per instantiation.
 type Allocator struct {
 	limit uint64 // bytes; 0: the module's own maximum
+	pool  *Pool
 	mem   *Memory
 }
 
@@ -39,6 +40,12 @@ type Allocator struct {
 // 0 means no cap beyond the module's declared maximum.
 func New(limitPages uint32) *Allocator {
 	return &Allocator{limit: uint64(limitPages) * PageSize}
+}
+
+// NewPooled is New with memory taken from pool when it has a range of the
+// right size, and given back to it when released. pool may be nil.
+func NewPooled(limitPages uint32, pool *Pool) *Allocator {
+	return &Allocator{limit: uint64(limitPages) * PageSize, pool: pool}
 }
 
 // Allocate implements experimental.MemoryAllocator. The first argument is
@@ -49,8 +56,12 @@ func (a *Allocator) Allocate(_, maxBytes uint64) experimental.LinearMemory {
 	if a.limit != 0 && a.limit < limit {
 		limit = a.limit
 	}
-	m := &Memory{limit: limit}
-	m.init()
+	m := &Memory{limit: limit, pool: a.pool}
+	if buf := a.pool.get(limit); buf != nil {
+		m.buf, m.size = buf, a.pool.keep
+	} else {
+		m.init()
+	}
 	a.mem = m
 	return m
 }
@@ -62,6 +73,7 @@ func (a *Allocator) Memory() *Memory { return a.mem }
 type Memory struct {
 	mu       sync.Mutex
 	limit    uint64 // largest size Reallocate grants
+	pool     *Pool  // where the range goes when released, or nil
 	buf      []byte // mmap: the reserved range; heap: the backing slice
 	size     uint64 // bytes in use (committed, for mmap)
 	err      error  // why the memory is unusable, if it is
@@ -124,7 +136,9 @@ func (m *Memory) Size() uint64 {
 func (m *Memory) maybeRelease() {
 	if m.freed && m.released && !m.gone {
 		m.gone = true
-		m.unmap()
+		if !m.pool.put(m.buf, m.size) {
+			m.unmap()
+		}
 		m.buf = nil
 		m.size = 0
 	}
