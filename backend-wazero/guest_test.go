@@ -454,8 +454,16 @@ func TestGuestMemoryPool(t *testing.T) {
 	if !mmapalloc.Mmap {
 		t.Skip("memory on the Go heap")
 	}
-	pooled := guestModule(t, "pool4", WithMemoryPool(4))
-	fresh := guestModule(t, "nopool", WithMemoryPool(0))
+	// Modules of its own: a shared one would carry pooled memories over
+	// from an earlier run (-count).
+	compile := func(opts ...Option) backend.Module {
+		m, err := New(opts...).Compile(context.Background(), guestWASM(t))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = m.Close(context.Background()) })
+		return m
+	}
+	pooled := compile(WithMemoryPool(4))
+	fresh := compile(WithMemoryPool(0))
 	pool := pooled.(*module).pool
 	data, ok := activeData(guestWASM(t))
 	require.True(t, ok)
