@@ -334,46 +334,14 @@ func countGlobals(secs []section) (uint32, error) {
 }
 
 func countImportedGlobals(body []byte) (uint32, error) {
-	r := &reader{b: body}
-	n, err := r.u32()
-	if err != nil {
-		return 0, err
-	}
 	var globals uint32
-	for range n {
-		if _, err := r.name(); err != nil {
-			return 0, err
-		}
-		if _, err := r.name(); err != nil {
-			return 0, err
-		}
-		kind, err := r.byte()
-		if err != nil {
-			return 0, err
-		}
-		switch kind {
-		case 0x00: // function: type index
-			_, err = r.u32()
-		case 0x01: // table: reftype limits
-			if _, err = r.byte(); err == nil {
-				err = skipLimits(r)
-			}
-		case 0x02: // memory: limits
-			err = skipLimits(r)
-		case 0x03: // global: valtype mut
+	err := eachImport(body, func(_, _ string, kind byte, _ uint32) error {
+		if kind == 0x03 {
 			globals++
-			_, err = r.bytes(2)
-		default:
-			return 0, fmt.Errorf("import kind 0x%02x not supported", kind)
 		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	if !r.done() {
-		return 0, errors.New("trailing bytes")
-	}
-	return globals, nil
+		return nil
+	})
+	return globals, err
 }
 
 func skipLimits(r *reader) error {
