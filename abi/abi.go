@@ -108,19 +108,34 @@ const (
 // ExportCount is the number of guest exports.
 const ExportCount = int(exportCount)
 
-// StopGlobal is the export name of the guest's stop guard: a mutable i32
-// global, 0 at instantiation. Every loop of the guest begins with
-// `if (global.get $kafig_stop) unreachable`, so a host that sets it to a
-// non-zero value (from any thread, while an export runs) makes the guest
-// trap at its next loop iteration, even inside a builtin that never polls
+// The stop guard. The committed guest has none: each backend adds the one
+// its engine needs when it compiles the guest, with guest/wasmguard (after
+// wasm-opt, which must never see a guard: it could hoist the guard's load
+// out of a loop that never writes it). Every loop of the guest, but those
+// of GuardSkip, then begins with a test of a stop flag, so a host that sets
+// the flag (from any thread, while an export runs) makes the guest trap at
+// its next loop iteration, even inside a builtin that never polls
 // ImportInterrupt. The instance is then dead, as after any trap.
-//
-// The guard is not compiled C: guest/build.sh adds it after wasm-opt with
-// guest/cmd/wasmguard, since an optimizer that saw the global could hoist
-// its load out of a loop that never writes it. A host that does not use it
-// (wasmtime interrupts with epochs) still pays for it: a few instructions
-// per loop iteration.
+
+// StopGlobal is the export name of the stop global the guard adds when the
+// flag is a global: a mutable i32, 0 at instantiation, tested as
+// `if (global.get $kafig_stop) unreachable` (wazero, whose globals the host
+// may set while the guest runs).
 const StopGlobal = "kafig_stop"
+
+// StopWord is the export name of an immutable i32 global that holds the
+// address of a 4-byte word of guest memory, 0 at instantiation, that the
+// guard can test instead (`if (i32.load addr) unreachable`): for an engine
+// whose globals only the running thread may touch (wasmtime), while any
+// thread may write memory.
+const StopWord = "kafig_stop_word"
+
+// GuardSkip names the guest function whose loops get no guard: the QuickJS
+// bytecode interpreter (JS_CallInternal), which polls ImportInterrupt's
+// counter at every call and every jump of the script, so its dispatch loop
+// would pay the guard once per opcode for nothing. Its other loops are
+// bounded by the limits of one function (arguments, locals, stack).
+const GuardSkip = "JS_CallInternal"
 
 // YieldOpcodes is the argument of ImportInterrupt when the loop guard calls
 // it as a yield rather than a poll: every YieldEvery iterations of any

@@ -216,7 +216,21 @@ func TestMemory(t *testing.T) {
 // and checks that it ends within a second while the other finishes with the
 // right answer.
 func stopCase(t *testing.T, stop func(in backend.Instance, cancel context.CancelFunc), wantCtxErr error) {
-	m := compileFake(t)
+	t.Run("guard", func(t *testing.T) {
+		m := compileFake(t)
+		require.True(t, m.(*module).c.opts.guarded, "the fake exports the stop word: the backstop is the guard")
+		require.False(t, m.(*module).c.opts.epoch)
+		stopCaseOn(t, m, stop, wantCtxErr)
+	})
+	t.Run("epoch", func(t *testing.T) {
+		m := compileWasm(t, unguardableFake())
+		require.False(t, m.(*module).c.opts.guarded)
+		require.True(t, m.(*module).c.opts.epoch, "a module that cannot take the guard gets epochs")
+		stopCaseOn(t, m, stop, wantCtxErr)
+	})
+}
+
+func stopCaseOn(t *testing.T, m backend.Module, stop func(in backend.Instance, cancel context.CancelFunc), wantCtxErr error) {
 	var rec recorder
 	looper := instantiate(t, m, backend.InstanceConfig{Imports: rec.imports()})
 	other := instantiate(t, m, backend.InstanceConfig{Imports: rec.imports()})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bytecodealliance/wasmtime-go/v39"
 	"github.com/kafig-dev/kafig/abi"
+	"github.com/kafig-dev/kafig/guest/wasmguard"
 	"github.com/kafig-dev/kafig/kafig/backend"
 )
 
@@ -68,9 +69,8 @@ type compiled struct {
 	err   error
 	refs  int // guarded by cacheMu
 
-	opts     options
-	backstop bool
-	main     *flavor
+	opts options // with the guard's settings once built
+	main *flavor
 	// pooled counts the live instances in main's pool (when pooled).
 	pooled atomic.Int64
 
@@ -234,7 +234,13 @@ func (c *compiled) build(o options, wasm []byte, sum [32]byte, settings string) 
 			c.free()
 		}
 	}()
-	c.backstop = o.backstop
+	if o.backstop {
+		if g, addr, ok := guardGuest(wasm); ok {
+			wasm, o.guarded, o.stopWord = g, true, addr
+		}
+	}
+	o.epoch = o.backstop && !o.guarded
+	c.opts = o
 	c.main = &flavor{}
 	f := c.main
 	f.newEngine(o, o.poolSlots())
@@ -279,11 +285,14 @@ func (f *flavor) newEngine(o options, slots int) {
 	poolMu.Lock()
 	defer poolMu.Unlock()
 	cfg := wasmtime.NewConfig()
-	cfg.SetEpochInterruption(o.backstop)
+	cfg.SetEpochInterruption(o.epoch)
 	cfg.SetMaxWasmStack(o.wasmStack())
+	cp, cpErr := configPtr(cfg)
+	if cpErr == nil {
+		C.kafig_config_fixed_memory((*C.wasm_config_t)(cp))
+	}
 	if slots > 0 && poolFits(slots) {
-		cp, err := configPtr(cfg)
-		if err == nil {
+		if cpErr == nil {
 			C.kafig_config_pool((*C.wasm_config_t)(cp), C.uint32_t(slots))
 			f.slots = slots
 		}
@@ -507,7 +516,9 @@ func (f *flavor) mkPlan(o options) error {
 	if !checkThreadStack.Load() {
 		plan.max_wasm_stack = 0
 	}
-	plan.epoch = C.bool(o.backstop)
+	plan.epoch = C.bool(o.epoch)
+	plan.guard = C.bool(o.guarded)
+	plan.stop_word = C.uint32_t(o.stopWord)
 	var msg [512]C.char
 	if C.kafig_plan_link(plan, (*C.wasmtime_linker_t)(lp), (*C.wasmtime_module_t)(mp), &msg[0], C.size_t(len(msg))) != C.KAFIG_OK {
 		return fmt.Errorf("kafig: linking the module: %s", cleanMsg(C.GoString(&msg[0])))
@@ -560,3 +571,19 @@ func threadStackSize() int {
 
 // threadStackFree is how much native stack the current thread has left.
 func threadStackFree() uint64 { return uint64(C.kafig_thread_stack_free()) }
+
+// guardGuest returns the guest with the stop guard that wasmtime needs and
+// the address of its stop word (abi.StopWord): every loop but the
+// interpreter's (abi.GuardSkip, which polls the host on its own) tests the
+// word, which Stop sets from any thread; a store's globals may only be
+// touched by the thread running it, memory by any. That costs a load and a
+// branch per loop iteration, where epoch interruption also checks at every
+// function entry. ok is false for a module that cannot take the guard (not
+// the kafig guest): epochs are then the backstop.
+func guardGuest(wasm []byte) (out []byte, addr uint32, ok bool) {
+	out, rep, err := wasmguard.Apply(wasm, wasmguard.Options{StopWord: abi.StopWord, Skip: []string{abi.GuardSkip}})
+	if err != nil {
+		return nil, 0, false
+	}
+	return out, rep.StopWordAddr, true
+}

@@ -37,22 +37,29 @@
 //
 // # Stopping
 //
-// With the backstop (the default), the engine uses epoch interruption and
-// every store has an epoch deadline callback (C, no Go) that traps only when
-// that store's stop flag is up, and otherwise pushes its deadline one tick
-// on. Stop and the end of a call's context raise the flag and bump the
-// engine's epoch: the stopped call traps at its next function entry or loop
-// header (measured: a few ms from Stop to Call returning, on a loaded VM),
-// and the other stores running on the engine pass through their callback
-// once and go on. No goroutine ticks. A context.AfterFunc watches the
-// context of a call, and is kept across calls whose contexts share a Done
-// channel (registering one costs ~1 µs; keeping it, ~40 ns). A stop also
-// takes effect at the guest's next host import, even without the backstop.
+// With the backstop (the default), Compile adds a stop guard to the guest
+// (guest/wasmguard): every loop but the bytecode interpreter's begins with a
+// test of a word of guest memory (abi.StopWord), 0 until Stop or the end of
+// a call's context sets it, from whatever goroutine, after the instance's
+// own stop flag; the guest then traps at its next loop iteration, inside
+// builtins that never call the host too. The interpreter (abi.GuardSkip)
+// polls the host at every call and jump of the script, and the host import
+// trampoline (C, no Go) traps a stopped instance there. The word is memory,
+// not a global, because a store's globals may only be touched by the thread
+// running it; the engine keeps memories where they were mapped (their 4 GiB
+// reservation never moves), so the word's address holds. No goroutine
+// ticks. A context.AfterFunc watches the context of a call, and is kept
+// across calls whose contexts share a Done channel (registering one costs
+// ~1 µs; keeping it, ~40 ns). A stop also takes effect at the guest's next
+// host import, even without the backstop.
 //
-// The backstop's cost is the epoch check at loop headers and function
-// entries: on a tight wasm loop (10M iterations of a multiply-add) ~12%
-// (best of 8: 24.8 ms against 22.1 ms); on a JavaScript loop in the real
-// guest, within the noise (61 ms against 64 ms for 1M iterations).
+// The backstop's cost is a load and a branch per loop iteration, outside
+// the interpreter: within the noise of no backstop at all on the CPU
+// benchmarks (bench/RESULTS.md). Before the guard it was epoch
+// interruption, which checks at every function entry and loop header
+// (interpreter included), and cost 1.19x; a module that cannot take the
+// guard (not the kafig guest) still gets epochs: an epoch deadline callback
+// traps the store whose flag is up, and Stop bumps the engine's epoch.
 //
 // # Stacks
 //

@@ -6,6 +6,7 @@ import (
 	"context"
 	_ "embed"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -79,7 +80,19 @@ func (r *recorder) got(imp abi.Import) [][]uint64 {
 
 func compileFake(t testing.TB, opts ...Option) backend.Module {
 	t.Helper()
-	m, err := New(opts...).Compile(context.Background(), fakeWasm)
+	return compileWasm(t, fakeWasm, opts...)
+}
+
+// unguardableFake is the fake guest with a custom section the stop guard
+// does not know (it refuses to rewrite around one): its backstop is epoch
+// interruption.
+func unguardableFake() []byte {
+	return append(slices.Clip(fakeWasm), 0x00, 0x06, 0x04, 't', 'e', 's', 't', 0x00)
+}
+
+func compileWasm(t testing.TB, wasm []byte, opts ...Option) backend.Module {
+	t.Helper()
+	m, err := New(opts...).Compile(context.Background(), wasm)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	return m

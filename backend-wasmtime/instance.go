@@ -170,8 +170,9 @@ func (i *instance) stoppedErr() error {
 	return backend.ErrStopped
 }
 
-// stop raises the stop flag: the running guest call, if any, traps at its
-// next epoch check or host import, and the instance is dead. It is the
+// stop raises the stop flag (and the guest's stop word): the running guest
+// call, if any, traps at its next loop iteration (its next epoch check, for
+// a guest without the guard) or host import, and the instance is dead. It is the
 // only thing other goroutines do to an instance.
 func (i *instance) stop(cause error) {
 	i.lifeMu.Lock()
@@ -204,7 +205,11 @@ func (i *instance) stopLocked(cause error) {
 		i.kill("stopped")
 	}
 	atomic.StoreUint32(flag, 1)
-	if i.comp.backstop {
+	if w := i.c.stop_word; w != nil {
+		// The guard's load at the guest's next loop header sees it and traps.
+		atomic.StoreUint32((*uint32)(unsafe.Pointer(w)), 1)
+	}
+	if i.comp.opts.epoch {
 		// Every store of the engine whose call is running reaches its
 		// epoch deadline callback; only this one sees its flag and traps.
 		i.fl.engine.IncrementEpoch()

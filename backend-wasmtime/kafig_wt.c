@@ -156,6 +156,13 @@ void kafig_plan_unlink(kafig_plan *plan) {
 	}
 }
 
+// kafig_config_fixed_memory keeps every linear memory where it was mapped
+// (its 4 GiB reservation holds any wasm32 memory): the stop word's address
+// (kafig_inst.stop_word) must not go stale while another thread stops.
+void kafig_config_fixed_memory(wasm_config_t *cfg) {
+	wasmtime_config_memory_may_move_set(cfg, false);
+}
+
 // kafig_config_pool makes the engine allocate instances, memories and tables
 // from a pool of slots, reused (with their copy-on-write memory image
 // mapped) instead of mapped and unmapped per instance.
@@ -247,6 +254,16 @@ int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, uintptr_t go,
 			inst->memory = item.of.memory;
 	}
 	kafig_refresh_mem(inst, inst->ctx);
+	if (plan->guard) {
+		// The engine's memories never move (kafig_config_fixed_memory), so
+		// the word's address holds for the instance's life.
+		if ((uint64_t)plan->stop_word + 4 > inst->mem_size) {
+			snprintf(inst->msg, KAFIG_MSGLEN,
+			         "kafig: the stop word (%u) is outside memory", plan->stop_word);
+			return KAFIG_ERROR;
+		}
+		inst->stop_word = (uint32_t *)(inst->mem_base + plan->stop_word);
+	}
 	return KAFIG_OK;
 }
 
@@ -349,6 +366,3 @@ int kafig_call(kafig_inst *inst, uint32_t export_idx, size_t nvals) {
 	return KAFIG_OK;
 }
 
-void kafig_stop(kafig_inst *inst) {
-	__atomic_store_n(&inst->stop, 1, __ATOMIC_RELEASE);
-}

@@ -202,6 +202,7 @@ extern void wasmtime_pooling_allocation_config_table_elements_set(
     wasmtime_pooling_allocation_config_t *, size_t);
 extern void wasmtime_pooling_allocation_config_table_keep_resident_set(
     wasmtime_pooling_allocation_config_t *, size_t);
+extern void wasmtime_config_memory_may_move_set(wasm_config_t *, bool);
 extern void wasmtime_pooling_allocation_strategy_set(
     wasm_config_t *, const wasmtime_pooling_allocation_config_t *);
 
@@ -234,6 +235,8 @@ typedef struct kafig_plan {
 	size_t max_wasm_stack; // bytes; for the thread stack check
 	size_t stack_reserve;  // bytes kept free beyond max_wasm_stack
 	bool epoch;            // install the epoch deadline callback
+	bool guard;            // the module has the stop-word guard (abi.StopWord)
+	uint32_t stop_word;    // with guard: the stop word's address in guest memory
 } kafig_plan;
 
 typedef struct kafig_inst kafig_inst;
@@ -243,6 +246,7 @@ struct kafig_inst {
 	uint8_t *mem_base; // linear memory, refreshed after every guest call
 	uint64_t mem_size; // and on entry of every host function
 	uint32_t stop;     // atomic: non-zero stops the guest
+	uint32_t *stop_word; // with plan->guard: the word the guard tests (atomic)
 	uint8_t trap_code;
 	uint8_t has_trap_code;
 	const kafig_plan *plan;
@@ -264,9 +268,9 @@ int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, uintptr_t go,
                     int64_t max_memory);
 void kafig_inst_free(kafig_inst *inst);
 void kafig_config_pool(wasm_config_t *cfg, uint32_t slots);
+void kafig_config_fixed_memory(wasm_config_t *cfg);
 bool kafig_can_reserve(uint64_t bytes);
 int kafig_call(kafig_inst *inst, uint32_t export_idx, size_t nvals);
-void kafig_stop(kafig_inst *inst);
 size_t kafig_thread_stack_free(void);
 size_t kafig_default_thread_stack(void);
 #endif

@@ -10,8 +10,14 @@ import (
 type Option func(*options)
 
 type options struct {
-	cacheDir     string
-	backstop     bool
+	cacheDir string
+	backstop bool
+	// Set by Compile from backstop and the guest (see guardGuest): the
+	// guest got the stop-word guard at stopWord, or epochs are the
+	// backstop.
+	guarded      bool
+	stopWord     uint32
+	epoch        bool
 	maxWasmStack int    // bytes; 0: DefaultMaxWasmStack
 	jsStack      uint32 // bytes; 0: derived from the max wasm stack
 	pool         int    // instance pool slots; 0: none
@@ -55,11 +61,12 @@ const (
 // run native code in this process.
 func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = dir } }
 
-// WithBackstop turns the epoch-interruption backstop on or off (default on).
-// With it, Stop and the end of a call's context interrupt guest code that
-// never calls an import; it costs a load and a compare at every function
-// entry and loop header of the guest. Without it, a stop takes effect only
-// at the guest's next host import.
+// WithBackstop turns the backstop on or off (default on). With it, Stop and
+// the end of a call's context interrupt guest code that never calls an
+// import: Compile adds a stop guard to the guest (a load and a branch at
+// every loop header but the interpreter's; see the package doc), or uses
+// epoch interruption for a module that cannot take it. Without it, a stop
+// takes effect only at the guest's next host import.
 func WithBackstop(on bool) Option { return func(o *options) { o.backstop = on } }
 
 // WithMaxWasmStack sets how many bytes of native stack the guest may use in

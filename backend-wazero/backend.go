@@ -14,13 +14,19 @@
 //
 // The backstop (on by default) lets Instance.Stop and a done context end a
 // call even inside guest code that never calls the host (a QuickJS builtin
-// that loops without polling). The kafig guest exports a stop global
-// (abi.StopGlobal) that every one of its loops tests; the backstop sets it,
-// and the guest traps at its next loop iteration. That costs a load and a
-// branch per loop iteration, and no goroutine per call. (Until the guard,
-// the backstop was wazero's WithCloseOnContextDone, which calls out to Go at
-// every loop header: JavaScript ran about 4.7 times slower.) A guest that
-// does not export the global still gets WithCloseOnContextDone, with its
+// that loops without polling). Compile adds a stop guard to the guest
+// (guest/wasmguard): a stop global (abi.StopGlobal) that every loop but the
+// bytecode interpreter's tests; the backstop sets it, and the guest traps at
+// its next loop iteration. The guard also calls the host every
+// abi.YieldEvery iterations: wazero cannot preempt guest code, and Go's
+// garbage collector would otherwise wait (the whole process with it) for a
+// loop that never calls the host. The interpreter (abi.GuardSkip) polls the
+// host at every call and jump of the script, where a stopped instance
+// stops. That costs a few instructions per loop iteration, and no goroutine
+// per call. (Until the guard, the backstop was wazero's
+// WithCloseOnContextDone, which calls out to Go at every loop header:
+// JavaScript ran about 4.7 times slower.) A module that cannot take the
+// guard (not the kafig guest) still gets WithCloseOnContextDone, with its
 // cost. WithBackstop(false) turns the backstop off; calls then stop at the
 // guest's next poll of the host (about every abi.InterruptInterval opcodes,
 // and inside long builtin loops), and a builtin that never polls runs to

@@ -37,10 +37,19 @@ func TestMain(m *testing.M) {
 
 func readWasm(t testing.TB, name string) []byte {
 	t.Helper()
+	if name == unguardable {
+		// The guard refuses a custom section it does not know.
+		b := readWasm(t, "fake_noguard")
+		return append(b, 0x00, 0x06, 0x04, 't', 'e', 's', 't', 0x00)
+	}
 	b, err := os.ReadFile(filepath.Join("testdata", name+".wasm"))
 	require.NoError(t, err)
 	return b
 }
+
+// unguardable is fake_noguard with a custom section that the stop guard
+// refuses to rewrite around: the backend falls back on CloseOnContextDone.
+const unguardable = "fake_unguardable"
 
 // host is a set of host imports for the fake guest. Each field, when set,
 // implements that import; unset imports fail the test if called.
@@ -110,9 +119,10 @@ func compileFake(t testing.TB, opts ...Option) backend.Module {
 	return compileFakeNamed(t, "fake", opts...)
 }
 
-// fakes are the fake guest with its stop guard and without (the backend
-// falls back on wazero's CloseOnContextDone).
-var fakes = []string{"fake", "fake_noguard"}
+// fakes are the fake guest with its stop guard, without (the backend adds
+// it) and one that cannot take it (the backend falls back on wazero's
+// CloseOnContextDone).
+var fakes = []string{"fake", "fake_noguard", unguardable}
 
 func compileFakeNamed(t testing.TB, name string, opts ...Option) backend.Module {
 	t.Helper()
@@ -438,7 +448,8 @@ func TestStopLoopWithoutImports(t *testing.T) {
 	}
 }
 
-// TestStopGuard: with a guest that exports the stop global, the backstop is
+// TestStopGuard: with a guest that exports the stop global (its own, or
+// the one Compile adds), the backstop is
 // that global (set by Stop and by the end of a call's context), not wazero's
 // CloseOnContextDone; without the backstop it stays 0.
 func TestStopGuard(t *testing.T) {
@@ -461,7 +472,8 @@ func TestStopGuard(t *testing.T) {
 			}
 		}
 	}
-	require.False(t, compileFakeNamed(t, "fake_noguard").(*module).guard)
+	require.True(t, compileFakeNamed(t, "fake_noguard").(*module).guard, "the backend adds the guard")
+	require.False(t, compileFakeNamed(t, unguardable).(*module).guard)
 
 	// A trap with no stop requested stays a trap.
 	inst := instantiate(t, compileFake(t), &host{t: t}, 0)

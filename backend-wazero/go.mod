@@ -5,7 +5,7 @@ go 1.25.0
 
 require (
 	github.com/kafig-dev/kafig/abi v0.0.0 // package wazerobackend: import/export names and signatures of the guest
-	github.com/kafig-dev/kafig/guest v0.0.0 // tests: the real guest (guest.WASM)
+	github.com/kafig-dev/kafig/guest v0.0.0 // package wazerobackend: the stop guard (guest/wasmguard); tests: the real guest (guest.WASM)
 	github.com/kafig-dev/kafig/kafig v0.0.0 // package wazerobackend: the backend interface it implements
 	github.com/stretchr/testify v1.12.1 // tests
 	github.com/tetratelabs/wazero v1.12.0 // package wazerobackend: the WebAssembly engine

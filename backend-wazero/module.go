@@ -20,6 +20,7 @@ import (
 
 	"github.com/kafig-dev/kafig/abi"
 	"github.com/kafig-dev/kafig/backend-wazero/internal/mmapalloc"
+	"github.com/kafig-dev/kafig/guest/wasmguard"
 	"github.com/kafig-dev/kafig/kafig/backend"
 )
 
@@ -67,12 +68,16 @@ func compile(ctx context.Context, wasm []byte, cache wazero.CompilationCache, ba
 		return nil, badModule("not a WebAssembly 1.0 binary (bad header)")
 	}
 
-	// The backstop is the guest's stop global when it exports one (the
-	// kafig guest does): Stop sets it and the guest traps at its next loop
-	// iteration, for a load and a branch per iteration. Only a guest
-	// without it falls back on wazero's CloseOnContextDone, which calls out
-	// to Go at every loop header (JavaScript about 4.7 times slower) and
-	// watches each call's context from a goroutine.
+	// The backstop is a stop global that every loop of the guest tests
+	// (abi.StopGlobal), added here (see guardGuest): Stop sets it and the
+	// guest traps at its next loop iteration, for a few instructions per
+	// iteration. Only a guest that cannot take the guard falls back on
+	// wazero's CloseOnContextDone, which calls out to Go at every loop
+	// header (JavaScript about 4.7 times slower) and watches each call's
+	// context from a goroutine.
+	if backstop {
+		wasm = guardGuest(wasm)
+	}
 	guard, err := exportsGlobal(wasm, abi.StopGlobal)
 	if err != nil {
 		guard = false // malformed: wazero's compile below says how
@@ -333,4 +338,23 @@ func (m *module) Close(ctx context.Context) error {
 		m.pool.Close()
 	})
 	return m.closeErr
+}
+
+// guardGuest returns the guest with the stop guard that wazero needs: the
+// stop global, and a yield to the host every abi.YieldEvery loop iterations
+// (wazero cannot preempt guest code, and Go's garbage collector waits for
+// every goroutine to reach a safe point: a loop that never calls the host
+// would freeze the process). The interpreter (abi.GuardSkip) polls the host
+// on its own and is left as it is. A module that cannot take the guard (not
+// the kafig guest, or guarded already) is returned as it is.
+func guardGuest(wasm []byte) []byte {
+	out, _, err := wasmguard.Apply(wasm, wasmguard.Options{
+		StopGlobal: abi.StopGlobal,
+		Yield:      &wasmguard.Yield{Module: abi.ImportModule, Name: abi.ImportInterrupt.Name(), Every: abi.YieldEvery},
+		Skip:       []string{abi.GuardSkip},
+	})
+	if err != nil {
+		return wasm
+	}
+	return out
 }

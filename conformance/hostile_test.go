@@ -40,6 +40,9 @@ func TestHostile(t *testing.T) {
 		// ---- swallowing limits ----
 		{name: "catch-all-loop", timeout: hang, after: usableOrDead, src: `try { while (1) {} } catch {}`, check: isDeadline},
 		{name: "finally-continue-loop", timeout: hang, after: usableOrDead, src: `while (1) { try { while (1) {} } finally { continue } }`, check: isDeadline},
+		// Calls without a loop or a branch: the interpreter, which has no
+		// stop guard (abi.GuardSkip), polls at every call.
+		{name: "finally-recursion-tree", timeout: hang, after: usableOrDead, src: `function f() { try { f() } finally { f() } } f()`, check: isDeadline},
 		{name: "finally-loops-again", timeout: hang, after: usableOrDead, src: `try { for (;;) {} } finally { for (;;) {} }`, check: isDeadline},
 		{name: "catch-loops-again", timeout: hang, after: usableOrDead, src: `for (;;) { try { for (;;) {} } catch (e) { for (;;) {} } }`, check: isDeadline},
 		{name: "opcode-limit-catch-finally", opts: ops(2e6), src: `for (;;) { try { try { for (;;) {} } finally { for (;;) {} } } catch {} }`, check: isCPULimit},

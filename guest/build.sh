@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds kafig.wasm: QuickJS (Debian's quickjs source package, patched) and
 # the kafig shim, compiled for wasm32-wasi as a reactor, pre-initialized
-# with Wizer, optimized with wasm-opt and given its stop guard by
+# with Wizer, optimized with wasm-opt, its data segments merged by
 # cmd/wasmguard. The output is reproducible: the
 # same inputs give the same bytes from any directory.
 #
@@ -69,19 +69,22 @@ wait
 # wasm-opt is on PATH.
 $CLANG --target=wasm32-wasi "--sysroot=$SYSROOT" -mexec-model=reactor \
   -fuse-ld=lld -Wl,--stack-first -Wl,-z,stack-size=$STACK_SIZE \
-  -Wl,--strip-debug -Wl,--wrap=__wasi_clock_time_get \
+  -Wl,--strip-debug -Wl,--wrap=__wasi_clock_time_get -Wl,--export=kafig_stop_word \
   "${objs[@]}" -o "$WORK/raw.wasm"
 
 "$WIZER" --allow-wasi --wasm-bulk-memory true "$WORK/raw.wasm" -o "$WORK/wizer.wasm"
-wasm-opt -O2 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+wasm-opt -O2 -g --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int "$WORK/wizer.wasm" -o "$WORK/opt.wasm"
 
-# Last, and after wasm-opt (which must never see it): the stop guard (an
-# exported global tested at every loop header, abi.StopGlobal) and the merge
-# of Wizer's ~2,200 data segments into a few. Standard library Go, in this
-# module, importing nothing else of the repository: GOWORK=off builds it the
-# same way in the workspace and in a copy of guest/ alone (make guest-check).
-(cd "$HERE" && GOWORK=off go run ./cmd/wasmguard "$WORK/opt.wasm" "$WORK/kafig.wasm")
+# wasm-opt keeps the function names (-g; the code is the same without):
+# the backends' stop guards skip the interpreter by name (abi.GuardSkip).
+# Last, cmd/wasmguard keeps those names only and merges Wizer's ~2,200 data
+# segments into a few. It adds no guard: each backend adds the one its
+# engine needs when it compiles the guest (guest/wasmguard). Standard
+# library Go, in this module, importing nothing else of the repository:
+# GOWORK=off builds it the same way in the workspace and in a copy of
+# guest/ alone (make guest-check).
+(cd "$HERE" && GOWORK=off go run ./cmd/wasmguard -stop-global= -func-names-only "$WORK/opt.wasm" "$WORK/kafig.wasm")
 
 cp "$WORK/kafig.wasm" "$OUT/kafig.wasm"
 (cd "$OUT" && sha256sum kafig.wasm > kafig.wasm.sha256)

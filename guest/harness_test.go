@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kafig-dev/kafig/abi"
 	"github.com/kafig-dev/kafig/guest"
+	"github.com/kafig-dev/kafig/guest/wasmguard"
 )
 
 // These tests drive the guest at the ABI level through wazero, with a
@@ -108,7 +110,7 @@ func newGuest(t *testing.T, heapLimit uint64, stack uint32) *guestInst {
 	}).Export(abi.ImportRejection.Name())
 	_, err := b.Instantiate(ctx)
 	require.NoError(t, err)
-	cm, err := r.CompileModule(ctx, []byte(guest.WASM))
+	cm, err := r.CompileModule(ctx, guardedGuest(t))
 	require.NoError(t, err)
 	cfg := wazero.NewModuleConfig().WithStartFunctions().WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).WithName("")
 	mod, err := r.InstantiateModule(ctx, cm, cfg)
@@ -212,4 +214,35 @@ func decodeErr(t *testing.T, doc string) jsErr {
 	var e jsErr
 	require.NoError(t, json.Unmarshal([]byte(doc), &e), doc)
 	return e
+}
+
+// guardedGuest is the guest with the stop guard the wazero backend adds:
+// the stop global, the yield, and no guard in the interpreter.
+func guardedGuest(t *testing.T) []byte {
+	guardOnce.Do(func() {
+		guarded, guardRep, guardErr = wasmguard.Apply([]byte(guest.WASM), wasmguard.Options{
+			StopGlobal: abi.StopGlobal,
+			Yield:      &wasmguard.Yield{Module: abi.ImportModule, Name: abi.ImportInterrupt.Name(), Every: abi.YieldEvery},
+			Skip:       []string{abi.GuardSkip},
+		})
+	})
+	require.NoError(t, guardErr)
+	return guarded
+}
+
+var (
+	guardOnce sync.Once
+	guarded   []byte
+	guardRep  wasmguard.Report
+	guardErr  error
+)
+
+// validateWASM checks that wazero compiles a module.
+func validateWASM(t *testing.T, wasm []byte) {
+	t.Helper()
+	ctx := context.Background()
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	_, err := r.CompileModule(ctx, wasm)
+	require.NoError(t, err)
 }

@@ -15,6 +15,8 @@
   (memory (export "memory") 2)
   (data (i32.const 4096) "hello from the fake guest\n")
 
+  ;; The stop word (abi.StopWord): Compile guards every loop with it.
+  (global (export "kafig_stop_word") i32 (i32.const 131064))
   (global $depth (mut i32) (i32.const 0))
   (global $limit_heap (mut i64) (i64.const 0))
 

@@ -79,6 +79,11 @@ static struct rejection reporting_batch[MAX_TRACKED_REJECTIONS];
 static int reporting;
 static uint64_t counter_polls; /* polls of QuickJS's interrupt counter */
 
+/* The stop word (abi.StopWord): never read or written by C. The host's
+ * stop guard (added when a backend compiles the guest) may test it at every
+ * loop header; the linker exports its address (build.sh: --export). */
+volatile uint32_t kafig_stop_word;
+
 /* Where QuickJS calls the interrupt handler from (patch 07). */
 int kafig_poll_site;
 #define KAFIG_POLL_COUNTER 1

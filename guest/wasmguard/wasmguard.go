@@ -50,6 +50,23 @@ type Options struct {
 	// Yield, with StopGlobal, makes the guard also call an import every so
 	// many loop iterations (see Yield).
 	Yield *Yield
+	// StopWord, instead of StopGlobal, makes the guard test a word of
+	// linear memory: it is the export name of an immutable i32 global
+	// (initialized by i32.const) that holds the word's address. A host that
+	// can write guest memory from another thread, but not a global, uses it
+	// (Wasmtime: a store is used by one thread at a time, its memory is
+	// plain memory). It cannot be combined with StopGlobal or Yield.
+	StopWord string
+	// Skip names functions (as the module's name section calls them) whose
+	// loops get no guard: functions that poll the host on their own often
+	// enough (the QuickJS interpreter polls at every call and jump), where
+	// the guard would only cost time. A name the module does not have (or
+	// a module without a name section) skips nothing: Report.SkippedLoops
+	// says what was skipped.
+	Skip []string
+	// FuncNamesOnly drops every subsection of the name section but the
+	// function names (which Skip reads and nothing in the pass changes).
+	FuncNamesOnly bool
 	// MergeData merges active data segments whose gap is at most MaxGap bytes.
 	MergeData bool
 	MaxGap    uint32
@@ -59,6 +76,8 @@ type Options struct {
 type Report struct {
 	Functions    int    // function bodies
 	Loops        int    // loops guarded
+	SkippedLoops int    // loops left unguarded in the Skip functions
+	StopWordAddr uint32 // the stop word's address (with StopWord)
 	GlobalIndex  uint32 // index of the stop global (when added)
 	SlowFunc     uint32 // index of the guard's slow path (with Yield)
 	SegmentsIn   int    // data segments before
@@ -108,13 +127,38 @@ func Apply(wasm []byte, opts Options) ([]byte, Report, error) {
 	idx := func(id byte) int {
 		return slices.IndexFunc(secs, func(s section) bool { return s.id == id })
 	}
+	if opts.FuncNamesOnly {
+		if secs, err = keepFuncNames(secs); err != nil {
+			return nil, rep, err
+		}
+	}
 	if err := checkCustomSections(secs, opts.MergeData); err != nil {
+		return nil, rep, err
+	}
+	skip, err := skipSet(secs, opts.Skip)
+	if err != nil {
 		return nil, rep, err
 	}
 
 	// Code first: it tells whether data segment indices are in use.
 	dataRefs := false
-	if opts.StopGlobal != "" {
+	if opts.StopWord != "" {
+		if opts.StopGlobal != "" || opts.Yield != nil {
+			return nil, rep, errors.New("StopWord cannot be combined with StopGlobal or Yield")
+		}
+		addr, err := wordAddress(secs, opts.StopWord)
+		if err != nil {
+			return nil, rep, err
+		}
+		rep.StopWordAddr = addr
+		if i := idx(secCode); i >= 0 {
+			body, n, loops, skipped, refs, err := rewriteCode(secs[i].body, wordGuardFor(addr), skip)
+			if err != nil {
+				return nil, rep, fmt.Errorf("code section: %w", err)
+			}
+			secs[i].body, rep.Functions, rep.Loops, rep.SkippedLoops, dataRefs = body, n, loops, skipped, refs
+		}
+	} else if opts.StopGlobal != "" {
 		nGlobals, err := countGlobals(secs)
 		if err != nil {
 			return nil, rep, err
@@ -133,11 +177,11 @@ func Apply(wasm []byte, opts Options) ([]byte, Report, error) {
 			guard = yieldGuardFor(nGlobals, nGlobals+1, rep.SlowFunc)
 		}
 		if i := idx(secCode); i >= 0 {
-			body, n, loops, refs, err := rewriteCode(secs[i].body, guard)
+			body, n, loops, skipped, refs, err := rewriteCode(secs[i].body, guard, skip)
 			if err != nil {
 				return nil, rep, fmt.Errorf("code section: %w", err)
 			}
-			secs[i].body, rep.Functions, rep.Loops, dataRefs = body, n, loops, refs
+			secs[i].body, rep.Functions, rep.Loops, rep.SkippedLoops, dataRefs = body, n, loops, skipped, refs
 		}
 		if secs, err = addGlobal(secs, opts.StopGlobal, nGlobals); err != nil {
 			return nil, rep, err
@@ -156,7 +200,7 @@ func Apply(wasm []byte, opts Options) ([]byte, Report, error) {
 		}
 	} else if i := idx(secCode); i >= 0 {
 		// Walk the code anyway: merging needs to know about data references.
-		_, n, _, refs, err := rewriteCode(secs[i].body, nil)
+		_, n, _, _, refs, err := rewriteCode(secs[i].body, nil, nil)
 		if err != nil {
 			return nil, rep, fmt.Errorf("code section: %w", err)
 		}
@@ -443,46 +487,51 @@ func checkExportFree(body []byte, name string) error {
 // rewriteCode instruments every function body of a code section (guard nil:
 // only walks them). It returns the new section body, the number of bodies
 // and loops, and whether any instruction names a data segment.
-func rewriteCode(body, guard []byte) (out []byte, funcs, loops int, dataRefs bool, err error) {
+func rewriteCode(body, guard []byte, skip map[uint32]bool) (out []byte, funcs, loops, skipped int, dataRefs bool, err error) {
 	r := &reader{b: body}
 	n, err := r.u32()
 	if err != nil {
-		return nil, 0, 0, false, err
+		return nil, 0, 0, 0, false, err
 	}
 	out = appendU32(make([]byte, 0, len(body)+len(body)/8), n)
 	var fn []byte
 	for i := range n {
 		size, err := r.u32()
 		if err != nil {
-			return nil, 0, 0, false, fmt.Errorf("function %d: %w", i, err)
+			return nil, 0, 0, 0, false, fmt.Errorf("function %d: %w", i, err)
 		}
 		b, err := r.bytes(uint64(size))
 		if err != nil {
-			return nil, 0, 0, false, fmt.Errorf("function %d: %w", i, err)
+			return nil, 0, 0, 0, false, fmt.Errorf("function %d: %w", i, err)
 		}
 		var info bodyInfo
-		if guard == nil {
+		if guard == nil || skip[i] {
 			info, err = walkBody(b, func(int) {})
+			fn = append(fn[:0], b...)
 		} else {
 			fn, info, err = instrumentBody(fn[:0], b, guard)
 		}
 		if err != nil {
-			return nil, 0, 0, false, fmt.Errorf("function %d (of the code section): %w", i, err)
+			return nil, 0, 0, 0, false, fmt.Errorf("function %d (of the code section): %w", i, err)
 		}
 		if guard != nil {
 			out = appendU32(out, uint32(len(fn)))
 			out = append(out, fn...)
 		}
-		loops += info.loops
+		if guard != nil && skip[i] {
+			skipped += info.loops
+		} else {
+			loops += info.loops
+		}
 		dataRefs = dataRefs || info.dataRefs
 	}
 	if !r.done() {
-		return nil, 0, 0, false, errors.New("trailing bytes")
+		return nil, 0, 0, 0, false, errors.New("trailing bytes")
 	}
 	if guard == nil {
 		out = body
 	}
-	return out, int(n), loops, dataRefs, nil
+	return out, int(n), loops, skipped, dataRefs, nil
 }
 
 // guardFor is the instruction sequence that guards a loop with the stop
