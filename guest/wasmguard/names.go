@@ -140,36 +140,9 @@ func countImports(secs []section, kind byte) (uint32, error) {
 // wordAddress is the value of the exported immutable i32 global name, which
 // must be defined by `i32.const` and 4-byte aligned.
 func wordAddress(secs []section, name string) (uint32, error) {
-	index, found := uint32(0), false
-	for _, s := range secs {
-		if s.id != secExport {
-			continue
-		}
-		r := &reader{b: s.body}
-		n, err := r.u32()
-		if err != nil {
-			return 0, fmt.Errorf("export section: %w", err)
-		}
-		for range n {
-			got, err := r.name()
-			if err != nil {
-				return 0, fmt.Errorf("export section: %w", err)
-			}
-			kind, err := r.byte()
-			if err != nil {
-				return 0, fmt.Errorf("export section: %w", err)
-			}
-			idx, err := r.u32()
-			if err != nil {
-				return 0, fmt.Errorf("export section: %w", err)
-			}
-			if got == name && kind == 0x03 {
-				index, found = idx, true
-			}
-		}
-	}
-	if !found {
-		return 0, fmt.Errorf("the module exports no global %q", name)
+	index, err := exportedGlobal(secs, name)
+	if err != nil {
+		return 0, err
 	}
 	imported, err := countImports(secs, 0x03)
 	if err != nil {

@@ -461,27 +461,61 @@ func appendToVector(body, elem []byte) ([]byte, error) {
 }
 
 func checkExportFree(body []byte, name string) error {
+	return eachExport(body, func(got string, _ byte, _ uint32) error {
+		if got == name {
+			return fmt.Errorf("the module already exports %q (was the pass run twice?)", name)
+		}
+		return nil
+	})
+}
+
+// eachExport calls fn with each export of an export section body.
+func eachExport(body []byte, fn func(name string, kind byte, index uint32) error) error {
 	r := &reader{b: body}
 	n, err := r.u32()
 	if err != nil {
 		return fmt.Errorf("export section: %w", err)
 	}
 	for range n {
-		got, err := r.name()
+		name, err := r.name()
 		if err != nil {
 			return fmt.Errorf("export section: %w", err)
 		}
-		if _, err := r.byte(); err != nil {
+		kind, err := r.byte()
+		if err != nil {
 			return fmt.Errorf("export section: %w", err)
 		}
-		if _, err := r.u32(); err != nil {
+		idx, err := r.u32()
+		if err != nil {
 			return fmt.Errorf("export section: %w", err)
 		}
-		if got == name {
-			return fmt.Errorf("the module already exports %q (was the pass run twice?)", name)
+		if err := fn(name, kind, idx); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// exportedGlobal is the index of the global the module exports as name.
+func exportedGlobal(secs []section, name string) (uint32, error) {
+	index, found := uint32(0), false
+	for _, s := range secs {
+		if s.id != secExport {
+			continue
+		}
+		if err := eachExport(s.body, func(got string, kind byte, idx uint32) error {
+			if got == name && kind == 0x03 {
+				index, found = idx, true
+			}
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+	}
+	if !found {
+		return 0, fmt.Errorf("the module exports no global %q", name)
+	}
+	return index, nil
 }
 
 // rewriteCode instruments every function body of a code section (guard nil:
@@ -551,36 +585,9 @@ func CountUnguardedLoops(wasm []byte, name string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	global, found := uint32(0), false
-	for _, s := range secs {
-		if s.id != secExport {
-			continue
-		}
-		r := &reader{b: s.body}
-		n, err := r.u32()
-		if err != nil {
-			return 0, err
-		}
-		for range n {
-			got, err := r.name()
-			if err != nil {
-				return 0, err
-			}
-			kind, err := r.byte()
-			if err != nil {
-				return 0, err
-			}
-			idx, err := r.u32()
-			if err != nil {
-				return 0, err
-			}
-			if got == name && kind == 0x03 {
-				global, found = idx, true
-			}
-		}
-	}
-	if !found {
-		return 0, fmt.Errorf("the module exports no global %q", name)
+	global, err := exportedGlobal(secs, name)
+	if err != nil {
+		return 0, err
 	}
 	guard := guardFor(global)
 	var nFuncs uint32
