@@ -234,7 +234,7 @@ func (c *compiled) build(o options, wasm []byte, sum [32]byte, settings string) 
 			c.free()
 		}
 	}()
-	if o.backstop {
+	if o.backstop && !o.epochs {
 		if g, addr, ok := guardGuest(wasm); ok {
 			wasm, o.guarded, o.stopWord = g, true, addr
 		}

@@ -55,8 +55,8 @@ func wasmtimeVersion() string {
 // setting, and wasmtime loads an artifact compiled under another one (it
 // refuses one compiled with another epoch interruption setting).
 func settingsKey(o options) string {
-	s := fmt.Sprintf("kafig-wasmtime/2 %s %s/%s backstop=%t",
-		wasmtimeVersion(), runtime.GOOS, runtime.GOARCH, o.backstop)
+	s := fmt.Sprintf("kafig-wasmtime/2 %s %s/%s backstop=%t epochs=%t",
+		wasmtimeVersion(), runtime.GOOS, runtime.GOARCH, o.backstop, o.epochs)
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:8])
 }

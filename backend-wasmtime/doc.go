@@ -60,6 +60,9 @@
 // (interpreter included), and cost 1.19x; a module that cannot take the
 // guard (not the kafig guest) still gets epochs: an epoch deadline callback
 // traps the store whose flag is up, and Stop bumps the engine's epoch.
+// WithEpochBackstop asks for epochs with the kafig guest too: the stop word
+// is the guest's own memory, which a guest exploiting a memory-safety bug of
+// QuickJS could clear, where epochs are out of its reach.
 //
 // # Stacks
 //

@@ -153,15 +153,28 @@ func TestGuestABIVersion(t *testing.T) {
 }
 
 // The backstop ends JavaScript that never yields to the host (here the host's
-// interrupt never says stop), and another instance goes on.
+// interrupt never says stop), and another instance goes on: with the stop
+// guard (the default) and with epochs (WithEpochBackstop).
 func TestGuestStop(t *testing.T) {
 	defer closeGuestModules()
-	m := guestModule(t)
+	for _, epochs := range []bool{false, true} {
+		t.Run(fmt.Sprint("epochs=", epochs), func(t *testing.T) {
+			m := guestModule(t, WithEpochBackstop(epochs))
+			o := m.(*module).c.opts
+			require.Equal(t, !epochs, o.guarded, "the real guest takes the stop guard")
+			require.Equal(t, epochs, o.epoch)
+			guestStop(t, m, `for (;;) {}`)
+			guestStop(t, guestModule(t, WithEpochBackstop(epochs)), `Array.prototype.includes.call({length: 2**53 - 1}, 1)`)
+		})
+	}
+}
+
+func guestStop(t *testing.T, m backend.Module, src string) {
 	g := newJSGuest(t, m, 0)
 	other := newJSGuest(t, m, 0)
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := g.eval(`for (;;) {}`)
+		_, _, err := g.eval(src)
 		done <- err
 	}()
 	otherDone := make(chan string, 1)

@@ -12,6 +12,7 @@ type Option func(*options)
 type options struct {
 	cacheDir string
 	backstop bool
+	epochs   bool // WithEpochBackstop
 	// Set by Compile from backstop and the guest (see guardGuest): the
 	// guest got the stop-word guard at stopWord, or epochs are the
 	// backstop.
@@ -68,6 +69,16 @@ func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = di
 // epoch interruption for a module that cannot take it. Without it, a stop
 // takes effect only at the guest's next host import.
 func WithBackstop(on bool) Option { return func(o *options) { o.backstop = on } }
+
+// WithEpochBackstop makes the backstop epoch interruption instead of the
+// stop guard (default off). The guard's flag is a word of the guest's own
+// memory: a guest that could write anywhere in its memory (a memory-safety
+// bug in QuickJS, exploited) could clear it and loop on without calling the
+// host, where a stopped instance also traps. Epochs live outside the guest
+// and cannot be cleared by it; they cost a check at every function entry
+// and loop header, interpreter included (about 1.2x on CPU-bound scripts,
+// bench/RESULTS.md). Without WithBackstop it does nothing.
+func WithEpochBackstop(on bool) Option { return func(o *options) { o.epochs = on } }
 
 // WithMaxWasmStack sets how many bytes of native stack the guest may use in
 // one call. The calling thread must have that much plus a 1 MiB reserve
