@@ -500,16 +500,9 @@ func (f *flavor) mkPlan(o options) error {
 		plan.host_types[i] = ft
 		plan.import_names[i] = f.cstring(abi.Import(i).Name())
 	}
-	exportIdx := map[string]int{}
-	for k, et := range f.module.Exports() {
-		exportIdx[et.Name()] = k
-	}
 	for e := range abi.ExportCount {
-		name := abi.Export(e).Name()
-		plan.export_names[e] = f.cstring(name)
-		plan.export_idx[e] = C.size_t(exportIdx[name])
+		plan.export_names[e] = f.cstring(abi.Export(e).Name())
 	}
-	plan.export_idx[abi.ExportCount] = C.size_t(exportIdx["memory"])
 	plan.engine = (*C.wasm_engine_t)(ep)
 	plan.max_wasm_stack = C.size_t(o.wasmStack())
 	plan.stack_reserve = C.size_t(stackReserve)

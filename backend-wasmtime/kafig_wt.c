@@ -201,8 +201,6 @@ int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, uintptr_t go,
 	wasm_trap_t *trap = NULL;
 	wasmtime_error_t *err;
 	kafig_extern_t item;
-	char *name;
-	size_t name_len;
 
 	memset(inst, 0, sizeof *inst);
 	inst->plan = plan;
@@ -236,14 +234,14 @@ int kafig_inst_init(kafig_inst *inst, const kafig_plan *plan, uintptr_t go,
 		kafig_take_trap(inst, trap);
 		return KAFIG_TRAP;
 	}
+	// By name: wasmtime_instance_export_nth walks every export of the
+	// instance on each call.
 	for (int i = 0; i <= KAFIG_NEXPORTS; i++) {
 		const char *want = i < KAFIG_NEXPORTS ? plan->export_names[i] : "memory";
 		int kind = i < KAFIG_NEXPORTS ? KAFIG_EXTERN_FUNC : KAFIG_EXTERN_MEMORY;
-		if (!wasmtime_instance_export_nth(inst->ctx, &instance,
-		                                  plan->export_idx[i], &name, &name_len,
-		                                  &item) ||
-		    item.kind != kind || name_len != strlen(want) ||
-		    memcmp(name, want, name_len) != 0) {
+		if (!wasmtime_instance_export_get(inst->ctx, &instance, want,
+		                                  strlen(want), &item) ||
+		    item.kind != kind) {
 			snprintf(inst->msg, KAFIG_MSGLEN,
 			         "kafig: export %s is missing or has the wrong kind", want);
 			return KAFIG_ERROR;

@@ -177,10 +177,10 @@ extern void wasmtime_instance_pre_delete(wasmtime_instance_pre_t *instance_pre);
 extern wasmtime_error_t *wasmtime_instance_pre_instantiate(
     const wasmtime_instance_pre_t *instance_pre, wasmtime_context_t *store,
     kafig_instance_t *instance, wasm_trap_t **trap_ptr);
-extern bool wasmtime_instance_export_nth(wasmtime_context_t *store,
+extern bool wasmtime_instance_export_get(wasmtime_context_t *store,
                                          const kafig_instance_t *instance,
-                                         size_t index, char **name,
-                                         size_t *name_len, kafig_extern_t *item);
+                                         const char *name, size_t name_len,
+                                         kafig_extern_t *item);
 
 extern wasmtime_pooling_allocation_config_t *
 wasmtime_pooling_allocation_config_new(void);
@@ -230,8 +230,6 @@ typedef struct kafig_plan {
 	const char *export_names[KAFIG_NEXPORTS];
 	wasm_engine_t *engine;
 	wasmtime_instance_pre_t *pre; // the module linked with WASI and kafig_host_cb
-	// Per abi.Export, then the memory: its index among the module's exports.
-	size_t export_idx[KAFIG_NEXPORTS + 1];
 	size_t max_wasm_stack; // bytes; for the thread stack check
 	size_t stack_reserve;  // bytes kept free beyond max_wasm_stack
 	bool epoch;            // install the epoch deadline callback
