@@ -105,16 +105,13 @@ func WithJSStackLimit(bytes uint32) Option { return func(o *options) { o.jsStack
 // A pooled slot is reused with the guest's copy-on-write memory image still
 // mapped: creating an instance skips the mmap, mprotect and munmap calls of
 // on-demand allocation, and closing one resets its memory with madvise
-// instead of unmapping it. Measured on a 2-vCPU VM with expensive page
-// faults and TLB shootdowns (BenchmarkGuestInstantiate, thread CPU time):
-// instantiate + close without touching memory 18 to 25 µs pooled against
-// 28 to 35 µs on demand, but with the guest's first writes (the
-// copy-on-write faults every instance takes) 500 to 700 µs pooled against
-// 370 to 400 µs on demand; in package kafig, creating an instance is
-// cheaper pooled (180 to 235 µs against 290 to 330) while closing it is
-// dearer (510 to 550 µs against 160). So the pool lowers the latency of
-// creating an instance where closing is off the hot path; measure on the
-// target machine before turning it on.
+// instead of unmapping it. Which is cheaper depends on the machine's page
+// faults and TLB shootdowns, so measure on the target machine
+// (BenchmarkNewInstance in the bench module runs both). On a 2-vCPU VM,
+// creating an instance through package kafig took 22 µs pooled against
+// 30 µs on demand, and closing it 9 µs against 22 µs; on another VM of the
+// same kind, with far dearer faults, closing took 510 to 550 µs pooled
+// against 160 µs on demand.
 //
 // Each slot reserves about 4 GiB of address space up front (the 32-bit
 // linear memory and its guard region, as every instance does on demand), so

@@ -103,53 +103,7 @@ func nativeEval(src string, compiled bool) func(*testing.B) {
 // closing them (not in ns/op or cpu-ns/op): rt.Instance + Close costs
 // cpu-ns/op + close-cpu-ns/op.
 func BenchmarkNewInstance(b *testing.B) {
-	ctx := context.Background()
-	forEngines(b, false, func(b *testing.B, e engine) {
-		warm(b, e) // the Runtime is ready
-		const batch = 100
-		live := make([]instance, 0, batch)
-		var cpuUsed, closeUsed time.Duration
-		cpu := startCPU()
-		pause := func() { // stop the clocks and close the batch
-			b.StopTimer()
-			end, ok := processCPU()
-			if ok {
-				cpuUsed += end - cpu.start
-			}
-			for _, in := range live {
-				_ = in.Close(ctx)
-			}
-			if end2, ok2 := processCPU(); ok && ok2 {
-				closeUsed += end2 - end
-			}
-			live = live[:0]
-		}
-		b.ReportAllocs()
-		b.ResetTimer()
-		faults0 := minorFaults()
-		cpu = startCPU()
-		for range b.N {
-			in, err := e.NewInstance(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			live = append(live, in)
-			if len(live) == batch {
-				pause()
-				cpu = startCPU()
-				b.StartTimer()
-			}
-		}
-		pause()
-		if cpu.ok {
-			b.ReportMetric(float64(cpuUsed.Nanoseconds())/float64(b.N), "cpu-ns/op")
-			b.ReportMetric(float64(closeUsed.Nanoseconds())/float64(b.N), "close-cpu-ns/op")
-		}
-		if f := minorFaults(); f >= 0 && faults0 >= 0 {
-			// includes closing (munmap faults nothing; reuse may)
-			b.ReportMetric(float64(f-faults0)/float64(b.N), "faults/op")
-		}
-	}, func(b *testing.B) {
+	forEngines(b, false, benchNewInstance, func(b *testing.B) {
 		h := native(b)
 		b.ResetTimer()
 		t, err := h.NewContexts(b.N)
@@ -158,6 +112,59 @@ func BenchmarkNewInstance(b *testing.B) {
 		}
 		reportNative(b, t, b.N)
 	})
+	if e := kafigEngine1(wasmtimePoolName); e != nil {
+		b.Run(e.Name(), func(b *testing.B) { benchNewInstance(b, e) })
+	}
+}
+
+// benchNewInstance creates instances of e in batches of 100, closing each
+// batch with the clock stopped (close-cpu-ns/op is that closing's CPU).
+func benchNewInstance(b *testing.B, e engine) {
+	ctx := context.Background()
+	warm(b, e) // the Runtime is ready
+	const batch = 100
+	live := make([]instance, 0, batch)
+	var cpuUsed, closeUsed time.Duration
+	cpu := startCPU()
+	pause := func() { // stop the clocks and close the batch
+		b.StopTimer()
+		end, ok := processCPU()
+		if ok {
+			cpuUsed += end - cpu.start
+		}
+		for _, in := range live {
+			_ = in.Close(ctx)
+		}
+		if end2, ok2 := processCPU(); ok && ok2 {
+			closeUsed += end2 - end
+		}
+		live = live[:0]
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	faults0 := minorFaults()
+	cpu = startCPU()
+	for range b.N {
+		in, err := e.NewInstance(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		live = append(live, in)
+		if len(live) == batch {
+			pause()
+			cpu = startCPU()
+			b.StartTimer()
+		}
+	}
+	pause()
+	if cpu.ok {
+		b.ReportMetric(float64(cpuUsed.Nanoseconds())/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(closeUsed.Nanoseconds())/float64(b.N), "close-cpu-ns/op")
+	}
+	if f := minorFaults(); f >= 0 && faults0 >= 0 {
+		// includes closing (munmap faults nothing; reuse may)
+		b.ReportMetric(float64(f-faults0)/float64(b.N), "faults/op")
+	}
 }
 
 // Evals come in two flavours, because a guest may cache what it compiled

@@ -43,6 +43,7 @@ const (
 	wazeroNoBackstopName = "wazero-nobackstop"
 	wasmtimeName         = "wasmtime"
 	wasmtimeNoBackstop   = "wasmtime-nobackstop"
+	wasmtimePoolName     = "wasmtime-pool"
 	gojaName             = "goja"
 	nativeName           = "native"
 )

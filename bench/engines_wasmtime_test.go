@@ -13,5 +13,10 @@ func init() {
 		&kafigEngine{name: wasmtimeNoBackstop, newBackend: func() backend.Backend {
 			return wasmtimebackend.New(wasmtimebackend.WithBackstop(false))
 		}},
+		// Only in BenchmarkNewInstance: the opt-in pooling allocator. Its
+		// slots outnumber the benchmark's live instances (batches of 100).
+		&kafigEngine{name: wasmtimePoolName, newBackend: func() backend.Backend {
+			return wasmtimebackend.New(wasmtimebackend.WithInstancePool(256))
+		}},
 	)
 }

@@ -248,6 +248,26 @@ func (m metric) unit(u string) string {
 	return u
 }
 
+// instanceRows follows the new-instance row: the same benchmark with
+// wasmtime's opt-in pooling allocator, and (CPU table only) the cost of
+// closing an instance, which the new-instance row leaves out.
+func instanceRows(b *strings.Builder, r results, m metric) {
+	pool := r.get("NewInstance", wasmtime+"-pool", m.unit("ns/op"))
+	if !math.IsNaN(pool) {
+		fmt.Fprintf(b, "| new instance, wasmtime with `WithInstancePool(256)` | | %s | | | | | %s | | | %s |\n",
+			format(pool, "time"), ratio(pool, r.get("NewInstance", native, m.unit("ns/op"))), target(pool, 25e3, "time"))
+	}
+	if m != cpuTime {
+		return
+	}
+	c := func(e string) string { return format(r.get("NewInstance", e, "close-cpu-ns/op"), "time") }
+	fmt.Fprintf(b, "| close an instance (not in the rows above) | %s | %s | | | %s | | | | | |\n",
+		c(wazero), c(wasmtime), ratio(r.get("NewInstance", wasmtime, "close-cpu-ns/op"), r.get("NewInstance", wazero, "close-cpu-ns/op")))
+	if v := r.get("NewInstance", wasmtime+"-pool", "close-cpu-ns/op"); !math.IsNaN(v) {
+		fmt.Fprintf(b, "| close an instance, wasmtime with `WithInstancePool(256)` | | %s | | | | | | | | |\n", format(v, "time"))
+	}
+}
+
 func table(b *strings.Builder, r results, m metric) {
 	rows := []row{
 		{"new instance", "NewInstance", "ns/op", "time", 150e3, 25e3},
@@ -287,6 +307,9 @@ func table(b *strings.Builder, r results, m metric) {
 			format(v(wazero), rw.kind), format(v(wasmtime), rw.kind), format(v(goja), rw.kind), format(v(native), rw.kind),
 			ratio(v(wasmtime), v(wazero)), ratio(v(wazero), v(native)), ratio(v(wasmtime), v(native)), ratio(v(goja), v(native)),
 			target(v(wazero), rw.targetWazero, rw.kind), target(v(wasmtime), rw.targetWasmtime, rw.kind))
+		if rw.bench == "NewInstance" {
+			instanceRows(b, r, m)
+		}
 	}
 	ws := cpuWorkloads(r)
 	gm := func(e string) float64 { return geomeanRatio(r, m, ws, e, native) }
