@@ -526,7 +526,8 @@ func moduleVersions() string {
 }
 
 // tree names the commit measured and the top-level folders with
-// uncommitted changes (the benchmarks build the working tree).
+// uncommitted changes (the benchmarks build the working tree), leaving out
+// the report's own outputs, which a previous run may have rewritten.
 func tree() string {
 	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
@@ -543,6 +544,9 @@ func tree() string {
 			continue
 		}
 		path := strings.TrimSpace(line[3:])
+		if path == "bench/RESULTS.md" || path == "bench/results.txt" {
+			continue
+		}
 		dir, _, _ := strings.Cut(path, "/")
 		if !slices.Contains(dirs, dir) {
 			dirs = append(dirs, dir)
