@@ -22,18 +22,19 @@
 // The hot path bypasses wasmtime-go's reflective Func.Call and Func/FuncNew
 // trampolines and uses the C API's unchecked calls and host functions
 // directly (kafig_wt.c); the config, engine, module and linker pointers come
-// from wasmtime-go's objects (bridge.go). Measured on a loaded 2-vCPU VM,
-// best of 5 (bench_test.go, fake guest; guest_test.go, real guest):
+// from wasmtime-go's objects (bridge.go). Measured on the project's 2-vCPU
+// VM, 2026-12-07 (bench_test.go, fake guest; guest_test.go, real guest):
 //
-//	export call round trip (kafig_exchange)      ~180 ns, 0 allocs  (wasmtime-go Func.Call: ~4 µs, 6 allocs)
-//	host import round trip (guest -> Go -> guest) ~160 ns, 0 allocs  (wasmtime-go FuncNew:  ~1.2 µs, ~4 allocs)
-//	instantiate + close, real guest (thread CPU)  ~28 µs on demand, ~18 µs pooled, 4 allocs
-//	  ... with the first guest writes (setup)     ~370 µs on demand, ~500 µs pooled: 4 page faults
-//	eval("1+1") on the real guest                 ~32 µs
+//	export call round trip (kafig_exchange)      ~120 ns, 0 allocs  (wasmtime-go Func.Call: ~2.2 µs, 6 allocs)
+//	host import round trip (guest -> Go -> guest) ~140 ns, 0 allocs  (wasmtime-go FuncNew:  ~460 ns, ~4 allocs)
+//	instantiate + close, real guest (thread CPU)  ~9 µs on demand, ~4 µs pooled, 4 allocs
+//	  ... with the first guest writes (setup)     ~25 µs on demand, ~14 µs pooled: 4 page faults
+//	eval("1+1") on the real guest                 ~2.3 µs
 //
-// On this VM a page fault costs 20 to 150 µs (shadow paging, TLB shootdown
-// IPIs), so the few copy-on-write faults every new instance takes on the
-// guest's memory image dominate instantiation.
+// Page faults dominate what is left: the guest's first writes to its
+// copy-on-write memory image (4 per new instance, about 4 µs each on this
+// VM; 20 to 150 µs on the shadow-paged VM these figures were first taken
+// on), and unmapping the memory with its TLB shootdowns on close.
 //
 // # Stopping
 //
@@ -63,6 +64,15 @@
 // WithEpochBackstop asks for epochs with the kafig guest too: the stop word
 // is the guest's own memory, which a guest exploiting a memory-safety bug of
 // QuickJS could clear, where epochs are out of its reach.
+//
+// # Scheduling
+//
+// A guest call is one cgo call, so Go's scheduler does not see its goroutine
+// run until it returns; after 10 ms sysmon starts taking the goroutine's P at
+// each of its ticks, and each host call then has to win a P back (on CPU-bound
+// scripts, 6% more process CPU than wall time). A host call made 5 ms or more
+// after the call last went through the scheduler calls runtime.Gosched, which
+// resets sysmon's clock (see yieldIfDue).
 //
 // # Stacks
 //
