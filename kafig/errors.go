@@ -40,6 +40,11 @@ const (
 	// ErrBadGuest: the guest module is not a kafig guest of this ABI version,
 	// or it answered something the ABI does not allow.
 	ErrBadGuest = ErrorString("kafig: bad guest module")
+	// ErrReentrantCall: an RPC handler called back into its own instance
+	// (Eval, EvalCompiled, DispatchEvent or the stats methods) with the
+	// context kafig gave it, while the call that runs the handler holds the
+	// instance: the call would wait for itself.
+	ErrReentrantCall = ErrorString("kafig: call into an instance from its own RPC handler")
 )
 
 // JsError is a JavaScript exception that ended an eval or event dispatch, or

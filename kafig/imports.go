@@ -50,6 +50,8 @@ func (in *Instance) hostInterrupt(_ context.Context, _ backend.Memory, stack []u
 func (in *Instance) askInterrupt(cb func(uint64, uint64) bool, ops uint64, cpuNanos int64) (stop bool) {
 	in.cbMu.Lock()
 	defer in.cbMu.Unlock()
+	in.inUser.Store(true)
+	defer in.inUser.Store(false)
 	defer func() {
 		if r := recover(); r != nil {
 			in.rt.log.Debug("kafig: interrupt callback panicked; stopping", "panic", r)
@@ -117,7 +119,7 @@ func (in *Instance) hostRPCAsync(_ context.Context, mem backend.Memory, stack []
 		return
 	}
 	if in.pool == nil {
-		in.pool = rpc.New(in.ctx, in.cfg.maxConcurrent)
+		in.pool = rpc.New(in.ownHandlerCtx(), in.cfg.maxConcurrent)
 	}
 	if in.pool.Outstanding() >= in.cfg.maxPending {
 		in.rt.log.Debug("kafig: host.rpc refused: too many pending", "method", method, "limit", in.cfg.maxPending)
@@ -147,7 +149,7 @@ func (in *Instance) hostRejection(_ context.Context, mem backend.Memory, stack [
 		return
 	}
 	start := nanotime()
-	in.inHost.Store(true)
+	in.enterHost()
 	stop := func() (stop bool) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -166,16 +168,22 @@ func (in *Instance) hostRejection(_ context.Context, mem backend.Memory, stack [
 // guest's CPU time.
 func (in *Instance) runInline(h RPCHandler, method string, fallback bool, params []byte) ([]byte, bool) {
 	start := nanotime()
-	in.inHost.Store(true)
-	data, isErr := in.runHandler(orBackground(in.ctx), h, method, fallback, params)
+	in.enterHost()
+	data, isErr := in.runHandler(in.ownHandlerCtx(), h, method, fallback, params)
 	in.leaveHost(start)
 	return data, isErr
+}
+
+func (in *Instance) enterHost() {
+	in.inHost.Store(true)
+	in.inUser.Store(true)
 }
 
 func (in *Instance) leaveHost(start int64) {
 	now := nanotime()
 	in.hostNanos.Add(now - start)
 	in.lastPoll.Store(now) // returning from the host counts as a poll
+	in.inUser.Store(false)
 	in.inHost.Store(false)
 }
 

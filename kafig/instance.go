@@ -47,16 +47,22 @@ type Instance struct {
 	stack          [5]uint64
 	ctx            context.Context // the operation's context
 	async          bool
-	pool           *rpc.Pool // host.rpc calls of the running async operation
-	stopCause      error     // why the interrupt import said stop: ctx.Err() or nil
-	syncReply      []byte    // a long host.rpcSync reply, for rpc_sync_take
-	probeCalledRPC bool      // New's prelude check saw host.rpcSync (see WithPrelude)
-	callStart      int64     // nanotime at the start of the running guest call
+	pool           *rpc.Pool       // host.rpc calls of the running async operation
+	stopCause      error           // why the interrupt import said stop: ctx.Err() or nil
+	syncReply      []byte          // a long host.rpcSync reply, for rpc_sync_take
+	handlerCtx     context.Context // ctx marked as this operation's (see ownHandlerCtx)
+	probeCalledRPC bool            // New's prelude check saw host.rpcSync (see WithPrelude)
+	callStart      int64           // nanotime at the start of the running guest call
 
 	// Shared with the monitor goroutine.
-	running    atomic.Bool  // a guest call is running
-	inHost     atomic.Bool  // ... and is inside an RPC handler
-	lastPoll   atomic.Int64 // nanotime of the last interrupt poll
+	running atomic.Bool // a guest call is running
+	inHost  atomic.Bool // ... and is inside an RPC handler
+	// inUser: the running operation is in user code that it runs on its own
+	// goroutine (a host.rpcSync handler, the interrupt callback, the
+	// rejection handler), which may be the caller of Close.
+	inUser     atomic.Bool
+	opMark     atomic.Pointer[opMark] // the running operation's, once it has one
+	lastPoll   atomic.Int64           // nanotime of the last interrupt poll
 	opcodes    atomic.Uint64
 	cpuNanos   atomic.Int64 // CPU time of finished guest calls
 	hostNanos  atomic.Int64 // time in RPC handlers during the running call
@@ -64,6 +70,7 @@ type Instance struct {
 	runCtx     context.Context
 	stopped    bool
 	stopReason error
+	freeByOp   bool       // Close left freeing the guest to the running operation
 	cbMu       sync.Mutex // the interrupt callback never runs concurrently
 }
 
@@ -140,6 +147,9 @@ func (in *Instance) acquire(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return ctxError(err, "context ended before the call")
 	}
+	if m, _ := ctx.Value(ownCtxKey{}).(*opMark); m != nil && m == in.opMark.Load() {
+		return ErrReentrantCall
+	}
 	select {
 	case in.sem <- struct{}{}:
 	default:
@@ -164,8 +174,41 @@ func (in *Instance) acquire(ctx context.Context) error {
 }
 
 func (in *Instance) release() {
-	in.ctx, in.stopCause, in.syncReply = nil, nil, nil
+	in.ctx, in.stopCause, in.syncReply, in.handlerCtx = nil, nil, nil, nil
+	in.opMark.Store(nil)
+	in.runMu.Lock()
+	free := in.freeByOp
+	in.runMu.Unlock()
+	if free {
+		// Closed from its own user code (see Close): the instance is never
+		// used again, so sem stays taken.
+		if err := in.freeGuest(context.Background()); err != nil {
+			in.rt.log.Debug("kafig: closing the guest failed", "err", err)
+		}
+		return
+	}
 	<-in.sem
+}
+
+// ownCtxKey is the context key of an opMark.
+type ownCtxKey struct{}
+
+// An opMark identifies one operation of an instance in the contexts it gives
+// its RPC handlers.
+type opMark struct{ _ byte }
+
+// ownHandlerCtx is the context of the running operation, marked as its own,
+// for its RPC handlers (host.rpcSync ones inline, host.rpc ones on their
+// goroutines): a handler that calls back into the instance with it, while
+// the operation holds the instance, gets ErrReentrantCall instead of waiting
+// for itself. Made once per operation, on the first handler call.
+func (in *Instance) ownHandlerCtx() context.Context {
+	if in.handlerCtx == nil {
+		m := &opMark{}
+		in.opMark.Store(m)
+		in.handlerCtx = context.WithValue(orBackground(in.ctx), ownCtxKey{}, m)
+	}
+	return in.handlerCtx
 }
 
 func ctxError(err error, msg string) error {
@@ -354,7 +397,11 @@ func (in *Instance) resetStats() {
 //   - Safe on a nil or closed Instance and with a done ctx; later calls
 //     return the first call's result.
 //   - A call running in the instance is ended (it returns ErrClosed); Close
-//     waits for it, including for RPC handlers to return.
+//     waits for it, including for RPC handlers to return. The exception is
+//     a call that is running user code on its own goroutine (a
+//     host.rpcSync handler, the interrupt callback or the promise rejection
+//     handler), which may be the caller of Close: Close returns at once, and
+//     the call frees the guest when that code returns.
 //   - Later calls return ErrClosed.
 func (in *Instance) Close(ctx context.Context) error {
 	if in == nil {
@@ -368,17 +415,27 @@ func (in *Instance) Close(ctx context.Context) error {
 		if in.running.Load() && !in.stopped {
 			in.stopLocked(ErrClosed)
 		}
+		// Waiting for an operation that runs user code inline could be
+		// waiting for our own caller. inUser is cleared before the operation
+		// reads freeByOp in release, under runMu: one of the two frees.
+		in.freeByOp = in.inUser.Load()
+		byOp := in.freeByOp
 		in.runMu.Unlock()
+		if byOp {
+			return
+		}
 		in.sem <- struct{}{} // the running operation ends; never released
-		in.closeErr = in.closeBackend(ctx)
-		in.rt.forget(in)
-		in.rt.log.Debug("kafig: instance closed")
+		in.closeErr = in.freeGuest(ctx)
 	})
 	return in.closeErr
 }
 
-func (in *Instance) closeBackend(ctx context.Context) error {
-	return in.bi.Close(context.WithoutCancel(ctx))
+// freeGuest closes the backend instance and takes the instance off the runtime.
+func (in *Instance) freeGuest(ctx context.Context) error {
+	err := in.bi.Close(context.WithoutCancel(ctx))
+	in.rt.forget(in)
+	in.rt.log.Debug("kafig: instance closed")
+	return err
 }
 
 // ---- helpers ----

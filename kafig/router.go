@@ -186,6 +186,9 @@ type methodKey struct{}
 // MethodName returns the RPC method name a fallback handler (see
 // RPCRouter.WithFallback) was called for.
 func MethodName(ctx context.Context) (string, bool) {
+	if ctx == nil {
+		return "", false
+	}
 	s, ok := ctx.Value(methodKey{}).(string)
 	return s, ok
 }

@@ -36,6 +36,7 @@ type Runtime struct {
 
 	mu        sync.Mutex
 	closed    bool
+	modOpen   bool // closed, but the module waits for instances (see forget)
 	instances map[*Instance]struct{}
 
 	compileSem  chan struct{} // guards compileInst
@@ -61,6 +62,7 @@ func New(ctx context.Context, b backend.Backend, opts ...Option) (*Runtime, erro
 	if b == nil {
 		return nil, ErrNoBackend
 	}
+	ctx = orBackground(ctx)
 	cfg := defaultRuntimeConfig()
 	for _, o := range opts {
 		if o != nil {
@@ -135,7 +137,7 @@ func (rt *Runtime) Instance(ctx context.Context, opts ...InstanceOption) (*Insta
 			o.applyInstance(&cfg)
 		}
 	}
-	return rt.newInstance(ctx, cfg)
+	return rt.newInstance(orBackground(ctx), cfg)
 }
 
 func (rt *Runtime) newInstance(ctx context.Context, cfg instanceConfig) (*Instance, error) {
@@ -158,7 +160,7 @@ func (rt *Runtime) newInstance(ctx context.Context, cfg instanceConfig) (*Instan
 	rt.mu.Lock()
 	if rt.closed {
 		rt.mu.Unlock()
-		_ = in.closeBackend(ctx)
+		_ = in.bi.Close(context.WithoutCancel(ctx))
 		return nil, ErrClosed
 	}
 	rt.instances[in] = struct{}{}
@@ -186,10 +188,19 @@ func (rt *Runtime) newInstance(ctx context.Context, cfg instanceConfig) (*Instan
 	return in, nil
 }
 
+// forget takes a freed instance off the runtime. The last instance freed
+// after Close (by its own operation, see Instance.Close) closes the module.
 func (rt *Runtime) forget(in *Instance) {
 	rt.mu.Lock()
 	delete(rt.instances, in)
+	last := rt.modOpen && rt.closed && len(rt.instances) == 0
+	rt.modOpen = rt.modOpen && !last
 	rt.mu.Unlock()
+	if last {
+		if err := rt.mod.Close(context.Background()); err != nil {
+			rt.log.Debug("kafig: closing the compiled guest failed", "err", err)
+		}
+	}
 }
 
 // Compile compiles src to bytecode for Instance.EvalCompiled, which then
@@ -209,6 +220,7 @@ func (rt *Runtime) Compile(ctx context.Context, src string, opts ...CompileOptio
 	if rt == nil {
 		return nil, ErrClosed
 	}
+	ctx = orBackground(ctx)
 	var cc compileConfig
 	for _, o := range opts {
 		if o != nil {
@@ -254,13 +266,14 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	if rt == nil {
 		return nil
 	}
-	rt.closeOnce.Do(func() { rt.closeErr = rt.close(context.WithoutCancel(ctx)) })
+	rt.closeOnce.Do(func() { rt.closeErr = rt.close(context.WithoutCancel(orBackground(ctx))) })
 	return rt.closeErr
 }
 
 func (rt *Runtime) close(ctx context.Context) error {
 	rt.mu.Lock()
 	rt.closed = true
+	rt.modOpen = true
 	all := make([]*Instance, 0, len(rt.instances))
 	for in := range rt.instances {
 		all = append(all, in)
@@ -275,8 +288,17 @@ func (rt *Runtime) close(ctx context.Context) error {
 	}
 	close(rt.monitorStop)
 	<-rt.monitorDone
-	if err := rt.mod.Close(ctx); err != nil {
-		errs = append(errs, err)
+	// Instances closed from their own user code are freed when it returns;
+	// the module, which the backend must not close under a live instance,
+	// is closed by the last of them (see forget).
+	rt.mu.Lock()
+	now := len(rt.instances) == 0
+	rt.modOpen = !now
+	rt.mu.Unlock()
+	if now {
+		if err := rt.mod.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	rt.log.Debug("kafig: runtime closed", "instances_closed", len(all))
 	return errors.Join(errs...)
