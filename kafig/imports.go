@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/kafig-dev/kafig/abi"
@@ -213,6 +214,9 @@ func (in *Instance) runHandler(ctx context.Context, h RPCHandler, method string,
 			msg = "kafig: RPC handler failed"
 		}
 		in.rt.log.Debug("kafig: RPC handler failed", "method", method, "err", err)
+		if !utf8.ValidString(msg) {
+			msg = strings.ToValidUTF8(msg, "\uFFFD")
+		}
 		return truncateMessage(msg), true
 	case len(res) == 0:
 		return []byte("null"), false
@@ -224,6 +228,9 @@ func (in *Instance) runHandler(ctx context.Context, h RPCHandler, method string,
 	case !json.Valid(res):
 		in.rt.log.Debug("kafig: RPC handler returned invalid JSON", "method", method)
 		return []byte("kafig: RPC handler returned invalid JSON"), true
+	case !utf8.Valid(res):
+		in.rt.log.Debug("kafig: RPC handler returned JSON that is not UTF-8", "method", method)
+		return []byte("kafig: RPC handler returned JSON that is not UTF-8"), true
 	}
 	return res, false
 }

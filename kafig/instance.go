@@ -47,12 +47,13 @@ type Instance struct {
 	stack          [5]uint64
 	ctx            context.Context // the operation's context
 	async          bool
-	pool           *rpc.Pool       // host.rpc calls of the running async operation
-	stopCause      error           // why the interrupt import said stop: ctx.Err() or nil
-	syncReply      []byte          // a long host.rpcSync reply, for rpc_sync_take
-	handlerCtx     context.Context // ctx marked as this operation's (see ownHandlerCtx)
-	probeCalledRPC bool            // New's prelude check saw host.rpcSync (see WithPrelude)
-	callStart      int64           // nanotime at the start of the running guest call
+	pool           *rpc.Pool          // host.rpc calls of the running async operation
+	stopCause      error              // why the interrupt import said stop: ctx.Err() or nil
+	syncReply      []byte             // a long host.rpcSync reply, for rpc_sync_take
+	handlerCtx     context.Context    // ctx marked as this operation's (see ownHandlerCtx)
+	cancelHandlers context.CancelFunc // cancels handlerCtx; guarded by runMu
+	probeCalledRPC bool               // New's prelude check saw host.rpcSync (see WithPrelude)
+	callStart      int64              // nanotime at the start of the running guest call
 
 	// Shared with the monitor goroutine.
 	running atomic.Bool // a guest call is running
@@ -178,7 +179,12 @@ func (in *Instance) release() {
 	in.opMark.Store(nil)
 	in.runMu.Lock()
 	free := in.freeByOp
+	cancel := in.cancelHandlers
+	in.cancelHandlers = nil
 	in.runMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	if free {
 		// Closed from its own user code (see Close): the instance is never
 		// used again, so sem stays taken.
@@ -197,16 +203,20 @@ type ownCtxKey struct{}
 // its RPC handlers.
 type opMark struct{ _ byte }
 
-// ownHandlerCtx is the context of the running operation, marked as its own,
-// for its RPC handlers (host.rpcSync ones inline, host.rpc ones on their
-// goroutines): a handler that calls back into the instance with it, while
-// the operation holds the instance, gets ErrReentrantCall instead of waiting
-// for itself. Made once per operation, on the first handler call.
+// ownHandlerCtx is the context of the running operation for its RPC
+// handlers (host.rpcSync ones inline, host.rpc ones on their goroutines),
+// made once per operation, on the first handler call. Close cancels it. It
+// is marked as the operation's own: a handler that calls back into the
+// instance with it, while the operation holds the instance, gets
+// ErrReentrantCall instead of waiting for itself.
 func (in *Instance) ownHandlerCtx() context.Context {
 	if in.handlerCtx == nil {
 		m := &opMark{}
+		ctx, cancel := context.WithCancel(context.WithValue(orBackground(in.ctx), ownCtxKey{}, m))
+		in.runMu.Lock()
+		in.handlerCtx, in.cancelHandlers = ctx, cancel
+		in.runMu.Unlock()
 		in.opMark.Store(m)
-		in.handlerCtx = context.WithValue(orBackground(in.ctx), ownCtxKey{}, m)
 	}
 	return in.handlerCtx
 }
@@ -294,7 +304,7 @@ func (in *Instance) EvalCompiled(ctx context.Context, bytecode []byte, opts ...E
 //   - With WithAsync a promise result is awaited and host.rpc works.
 //   - No handler for name: an error wrapping ErrNoHandler. An empty name,
 //     one longer than abi.MaxMethodLen bytes or not UTF-8, or params that
-//     are not valid JSON: ErrInvalidSource.
+//     are not valid JSON in UTF-8: ErrInvalidSource.
 //   - Errors and context handling are as for Eval. Stacks show the source
 //     name of the script that defined the handler (WithSourceName given
 //     here is validated but not used).
@@ -308,8 +318,8 @@ func (in *Instance) DispatchEvent(ctx context.Context, name string, params json.
 	}
 	if len(params) == 0 {
 		params = json.RawMessage("null")
-	} else if !json.Valid(params) {
-		return nil, wrap(ErrInvalidSource, "event params are not valid JSON")
+	} else if !json.Valid(params) || !utf8.Valid(params) {
+		return nil, wrap(ErrInvalidSource, "event params are not valid JSON in UTF-8")
 	}
 	ctx = orBackground(ctx)
 	if err := in.acquire(ctx); err != nil {
@@ -420,7 +430,11 @@ func (in *Instance) Close(ctx context.Context) error {
 		// reads freeByOp in release, under runMu: one of the two frees.
 		in.freeByOp = in.inUser.Load()
 		byOp := in.freeByOp
+		cancel := in.cancelHandlers
 		in.runMu.Unlock()
+		if cancel != nil {
+			cancel() // the running handlers' context: they are answering no one
+		}
 		if byOp {
 			return
 		}
