@@ -20,17 +20,6 @@ import (
 // Known bugs found by TestHostileExtra (see the bug field of tcase: the
 // cases are skipped unless KAFIG_KNOWN_BUGS=1).
 const (
-	// The guest's stack_overflow_hit flag is set when QuickJS's stack check
-	// fires and is only cleared when the operation ends, so an operation that
-	// caught a stack overflow and later fails with an ordinary exception is
-	// reported as stack_overflow instead of the JsError it threw.
-	bugStickyStackOverflow = "guest (errors.c finish_exception): a caught stack overflow makes every later exception of the same operation a stack_overflow RuntimeError"
-	// QuickJS's JSON.stringify keeps its cycle stack in a JS array, so an
-	// index setter on Array.prototype runs (and may throw) inside every
-	// stringify of an object; the shim serializes its error document with
-	// JS_JSONStringify, so every error becomes "(the error could not be
-	// read)", and every object result or RPC params fails.
-	bugArrayProtoSetterInStringify = "guest (errors.c set_json_result) / QuickJS JSON.stringify: an Array.prototype index setter runs inside JSON.stringify; error documents, results and RPC params of objects fail"
 	// QuickJS 2025-04-26 js_bigint_asUintN returns a negative short BigInt
 	// unchanged when bits >= 64: BigInt.asUintN(64, -1n) is -1n.
 	bugBigIntAsUintN = "QuickJS 2025-04-26 (js_bigint_asUintN): BigInt.asUintN(n >= 64, negative) returns the negative value unchanged"
@@ -56,12 +45,15 @@ func TestHostileExtra(t *testing.T) {
 			Object.defineProperty(Object.prototype, k, {__proto__: null, set() { throw new Error("hijack " + k) }, get() { return k === "toJSON" ? undefined : "hijack" }, configurable: true});`
 	runCases(t, []tcase{
 		// ---- limits and their classification ----
-		{name: "caught-overflow-then-throw", bug: bugStickyStackOverflow, src: overflow + ` throw new TypeError("later")`, check: isJsError("TypeError", "later")},
-		{name: "caught-overflow-then-builtin-TypeError", bug: bugStickyStackOverflow, src: overflow + ` null.x`, check: isJsError("TypeError", "")},
-		{name: "caught-parser-overflow-then-throw", bug: bugStickyStackOverflow, src: `try { eval("(".repeat(1e5)) } catch (e) {} throw new RangeError("mine")`, check: isJsError("RangeError", "mine")},
-		{name: "caught-overflow-then-reject-async", bug: bugStickyStackOverflow, async: true, src: overflow + ` await null; throw new TypeError("later")`, check: isJsError("TypeError", "later")},
-		{name: "caught-overflow-then-throw-in-dispatch", bug: bugStickyStackOverflow,
+		{name: "caught-overflow-then-throw", src: overflow + ` throw new TypeError("later")`, check: isJsError("TypeError", "later")},
+		{name: "caught-overflow-then-builtin-TypeError", src: overflow + ` null.x`, check: isJsError("TypeError", "")},
+		{name: "caught-parser-overflow-then-throw", src: `try { eval("(".repeat(1e5)) } catch (e) {} throw new RangeError("mine")`, check: isJsError("RangeError", "mine")},
+		{name: "caught-overflow-then-reject-async", async: true, src: overflow + ` await null; throw new TypeError("later")`, check: isJsError("TypeError", "later")},
+		{name: "caught-overflow-then-throw-in-dispatch",
 			run: dispatch(`host.on("o", () => { `+overflow+` throw new SyntaxError("handler") })`, "o", "", false, isJsError("SyntaxError", "handler"))},
+		{name: "overflow-through-finally", src: `try { (function f() { f() })() } finally { globalThis.cleaned = true }`, check: isStackOverflow},
+		{name: "caught-overflow-then-overflow", src: overflow + ` (function g() { g() })()`, check: isStackOverflow},
+		{name: "caught-overflow-then-parser-overflow", src: overflow + ` eval("(".repeat(1e5))`, check: isStackOverflow},
 		{name: "caught-overflow-then-value", src: overflow + ` "recovered"`, want: `"recovered"`},
 		{name: "overflow-rethrown", src: `try { (function f() { f() })() } catch (e) { throw e }`,
 			check: anyOf(isStackOverflow, isJsError("InternalError", "stack overflow"))},
@@ -227,9 +219,9 @@ func TestHostileExtra(t *testing.T) {
 				assert.LessOrEqual(t, len(seen()), 1)
 			})},
 		// ---- tampering that reaches the shim ----
-		{name: "array-index-setter-then-throw", bug: bugArrayProtoSetterInStringify, src: arraySetter + ` throw new TypeError("real")`, check: isJsError("TypeError", "real")},
-		{name: "array-index-setter-then-object-result", bug: bugArrayProtoSetterInStringify, src: arraySetter + ` ({a: [1]})`, want: `{"a": [1]}`},
-		{name: "array-index-setter-then-rpc-params", bug: bugArrayProtoSetterInStringify, after: anything, src: arraySetter + ` host.rpcSync("echo", {a: 1}).a`, want: `1`},
+		{name: "array-index-setter-then-throw", src: arraySetter + ` throw new TypeError("real")`, check: isJsError("TypeError", "real")},
+		{name: "array-index-setter-then-object-result", src: arraySetter + ` ({a: [1]})`, want: `{"a": [1]}`},
+		{name: "array-index-setter-then-rpc-params", after: anything, src: arraySetter + ` host.rpcSync("echo", {a: 1}).a`, want: `1`},
 		{name: "array-index-setter-loops-then-throw", timeout: hang, after: usableOrDead,
 			src:   `Object.defineProperty(Array.prototype, 0, {set() { for (;;) {} }, configurable: true}); undefinedName`,
 			check: anyOf(isDeadline, isJsError("ReferenceError", "undefinedName"))},

@@ -11,7 +11,11 @@ cd "$(dirname "$0")"
 OUT=${1:-$PWD/build/native}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-if [ -x "$OUT/qjs" ] && [ -f "$OUT/libquickjs.a" ] && [ "$OUT/.stamp" -nt native.sh ]; then
+fresh=1
+for f in native.sh patches/*.patch; do
+  [ -f "$OUT/.stamp" ] && [ "$OUT/.stamp" -nt "$f" ] || fresh=0
+done
+if [ -x "$OUT/qjs" ] && [ -f "$OUT/libquickjs.a" ] && [ "$fresh" = 1 ]; then
   exit 0
 fi
 TARBALL=$(./fetch-quickjs.sh)

@@ -107,8 +107,52 @@ static int limit_result(int status)
     return status_message(KAFIG_STATUS_RUNTIME_ERROR, "internal error");
 }
 
+/* is_overflow_error: ex is what QuickJS throws when its stack check fires
+ * (an InternalError whose own message is "stack overflow"), or a value
+ * that cannot be an error of the script's (null: nothing could be
+ * allocated). Read without running script code: own data property only. */
+static int is_overflow_error(JSValueConst ex)
+{
+    JSPropertyDescriptor d;
+    JSAtom a;
+    const char *s;
+    int r = 0;
+    if (JS_IsNull(ex) || JS_IsUndefined(ex))
+        return 1;
+    if (!JS_IsError(ctx, ex))
+        return 0;
+    a = JS_NewAtom(ctx, "message");
+    if (a == JS_ATOM_NULL) {
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        return 1;
+    }
+    switch (JS_GetOwnProperty(ctx, &d, ex, a)) {
+    case 1:
+        if (!(d.flags & JS_PROP_GETSET) && JS_IsString(d.value)) {
+            s = JS_ToCString(ctx, d.value);
+            r = s && strcmp(s, "stack overflow") == 0;
+            JS_FreeCString(ctx, s);
+        }
+        JS_FreeValue(ctx, d.value);
+        JS_FreeValue(ctx, d.getter);
+        JS_FreeValue(ctx, d.setter);
+        break;
+    case -1:
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        break;
+    }
+    JS_FreeAtom(ctx, a);
+    return r;
+}
+
 /* finish_exception ends an operation that threw: classified by the shim's
- * flags first, by the thrown value only when no limit was involved. */
+ * flags first, by the thrown value only when no limit was involved. An
+ * exception is a stack overflow when the stack check fired and no script
+ * catch or finally block took an exception since (the parser may have
+ * turned the overflow into a SyntaxError), or when it is the error QuickJS
+ * threw for an overflow of this operation (rethrown, or out of a finally
+ * block). A script that caught an overflow and threw something else gets
+ * its own error. */
 static int finish_exception(void)
 {
     JSValue ex = JS_GetException(ctx);
@@ -117,7 +161,7 @@ static int finish_exception(void)
         JS_FreeValue(ctx, ex);
         return limit_result(limit_status);
     }
-    if (stack_overflow_hit) {
+    if (stack_overflow_hit || (stack_overflow_seen && is_overflow_error(ex))) {
         JS_FreeValue(ctx, ex);
         return limit_result(KAFIG_STATUS_STACK_OVERFLOW);
     }

@@ -234,6 +234,13 @@ void kafig_note_stack_overflow(JSRuntime *r)
 {
     (void)r;
     stack_overflow_hit = 1;
+    stack_overflow_seen = 1;
+}
+
+void kafig_note_catch(JSRuntime *r)
+{
+    (void)r;
+    stack_overflow_hit = 0;
 }
 
 /* ---- the host object ---- */

@@ -99,6 +99,7 @@ static int op_end(int status)
     }
     limit_status = 0;
     stack_overflow_hit = 0;
+    stack_overflow_seen = 0;
     update_header();
     return status;
 }
@@ -137,6 +138,7 @@ static void op_begin(int flags)
     op_unwrap = 0;
     limit_status = 0;
     stack_overflow_hit = 0;
+    stack_overflow_seen = 0;
 }
 
 /* unwrap_eval_result takes the value out of QuickJS's async-eval wrapper

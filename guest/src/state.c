@@ -48,7 +48,10 @@ static uint8_t *result_heap;
 /* Why the current operation must end, whatever the script does. The first
  * limit hit wins; polls stop the script as soon as any is set. */
 static int limit_status; /* 0, or KAFIG_STATUS_CPU_LIMIT_EXCEEDED / _MEMORY_ */
+/* The stack check fired in this operation (seen), and no catch or finally
+ * block has taken an exception since (hit): see finish_exception. */
 static int stack_overflow_hit;
+static int stack_overflow_seen;
 
 /* ---- allocator: the QuickJS heap, with its limit and an OOM flag ---- */
 
