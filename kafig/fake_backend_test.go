@@ -40,6 +40,9 @@ type fakeBackend struct {
 	compileErr     error
 	instantiateErr error
 	rejectLimits   bool
+	// instantiating, when set, receives each Instantiate's release channel
+	// and Instantiate waits for it to close.
+	instantiating chan chan struct{}
 
 	mu        sync.Mutex
 	instances []*fakeInstance
@@ -90,6 +93,14 @@ type fakeModule struct {
 func (m *fakeModule) Instantiate(_ context.Context, cfg backend.InstanceConfig) (backend.Instance, error) {
 	if m.b.instantiateErr != nil {
 		return nil, m.b.instantiateErr
+	}
+	if m.b.instantiating != nil {
+		release := make(chan struct{})
+		m.b.instantiating <- release
+		<-release
+	}
+	if m.closed.Load() {
+		return nil, errors.New("fake: instantiate on a closed module")
 	}
 	maxPages := cfg.MaxMemoryPages
 	if maxPages == 0 {

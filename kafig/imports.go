@@ -40,7 +40,10 @@ func (in *Instance) hostInterrupt(_ context.Context, _ backend.Memory, stack []u
 	}
 	if cb := in.cfg.interrupt; cb != nil {
 		cpu := in.cpuNanos.Load() + now - in.callStart - in.hostNanos.Load()
-		if in.askInterrupt(cb, ops, cpu) {
+		in.inUser.Store(true)
+		stop := in.askInterrupt(cb, ops, cpu)
+		in.inUser.Store(false)
+		if stop {
 			stack[0] = 1
 		}
 	}
@@ -51,8 +54,6 @@ func (in *Instance) hostInterrupt(_ context.Context, _ backend.Memory, stack []u
 func (in *Instance) askInterrupt(cb func(uint64, uint64) bool, ops uint64, cpuNanos int64) (stop bool) {
 	in.cbMu.Lock()
 	defer in.cbMu.Unlock()
-	in.inUser.Store(true)
-	defer in.inUser.Store(false)
 	defer func() {
 		if r := recover(); r != nil {
 			in.rt.log.Debug("kafig: interrupt callback panicked; stopping", "panic", r)

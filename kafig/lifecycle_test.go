@@ -121,6 +121,29 @@ func TestCloseSemantics(t *testing.T) {
 	assert.ErrorIs(t, err, ErrClosed)
 }
 
+// A Close while an instance is being instantiated leaves the module open
+// under it; the instantiation then reports ErrClosed, frees its guest, and
+// the module is closed after it.
+func TestCloseDuringInstantiation(t *testing.T) {
+	ctx := context.Background()
+	fb := newFake()
+	rt, err := New(ctx, fb, withWASM(fakeWASM))
+	require.NoError(t, err)
+	fb.instantiating = make(chan chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := rt.Instance(ctx)
+		errc <- err
+	}()
+	release := <-fb.instantiating
+	require.NoError(t, rt.Close(ctx), "Close does not wait for the instantiation")
+	assert.Equal(t, int32(1), fb.modules.Load(), "the module stays open under it")
+	close(release)
+	assert.ErrorIs(t, <-errc, ErrClosed)
+	assert.Empty(t, fb.live(), "the instantiated guest is freed")
+	assert.Zero(t, fb.modules.Load(), "and the module after it")
+}
+
 func TestCloseEndsRunningEval(t *testing.T) {
 	for _, src := range []string{"spin", "loop"} {
 		t.Run(src, func(t *testing.T) {

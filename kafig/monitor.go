@@ -19,8 +19,8 @@ var errBackstop = errors.New("kafig: interrupt callback said stop while the gues
 //     asked with the current CPU time estimate, says stop.
 //
 // Time inside RPC handlers is not watched (the handler owns that time).
-// runMu is held from the decision to the Stop, so that only the call that
-// was judged is stopped.
+// runMu is held from the decision to the Stop (but not while the interrupt
+// callback runs), so that only the call that was judged is stopped.
 func (in *Instance) watch() {
 	in.runMu.Lock()
 	defer in.runMu.Unlock()
@@ -40,7 +40,14 @@ func (in *Instance) watch() {
 		return
 	}
 	cpu := in.cpuNanos.Load() + now - in.callStart - in.hostNanos.Load()
-	if in.askInterrupt(cb, in.opcodes.Load(), cpu) {
+	// The callback is user code, which may call Close (or anything that
+	// takes runMu): it runs unlocked, and its verdict applies only to the
+	// call it was asked about.
+	start := in.callStart
+	in.runMu.Unlock()
+	stop := in.askInterrupt(cb, in.opcodes.Load(), cpu)
+	in.runMu.Lock()
+	if stop && in.running.Load() && !in.stopped && in.callStart == start {
 		in.stopLocked(errBackstop)
 	}
 }

@@ -38,6 +38,7 @@ type Runtime struct {
 	closed    bool
 	modOpen   bool // closed, but the module waits for instances (see forget)
 	instances map[*Instance]struct{}
+	creating  int // instances being instantiated: the module must stay open
 
 	compileSem  chan struct{} // guards compileInst
 	compileInst *Instance
@@ -148,23 +149,32 @@ func (rt *Runtime) newInstance(ctx context.Context, cfg instanceConfig) (*Instan
 		cfg.pages, cfg.hasPages = rt.cfg.pages, true
 	}
 	rt.mu.Lock()
-	closed := rt.closed
-	rt.mu.Unlock()
-	if closed {
-		return nil, ErrClosed
-	}
-	in, err := newInstance(ctx, rt, cfg)
-	if err != nil {
-		return nil, err
-	}
-	rt.mu.Lock()
 	if rt.closed {
 		rt.mu.Unlock()
-		_ = in.bi.Close(context.WithoutCancel(ctx))
 		return nil, ErrClosed
 	}
-	rt.instances[in] = struct{}{}
+	// Counted from here, so that a concurrent Close leaves the module open
+	// under this instantiation (see moduleDoneLocked).
+	rt.creating++
 	rt.mu.Unlock()
+	in, err := newInstance(ctx, rt, cfg)
+	rt.mu.Lock()
+	rt.creating--
+	if err == nil && !rt.closed {
+		rt.instances[in] = struct{}{}
+		rt.mu.Unlock()
+	} else {
+		closed := rt.closed
+		rt.mu.Unlock()
+		if err == nil {
+			_ = in.bi.Close(context.WithoutCancel(ctx))
+		}
+		rt.closeModuleIfDone()
+		if closed {
+			return nil, ErrClosed
+		}
+		return nil, err
+	}
 
 	if rt.cfg.hasPrelude && !cfg.internalCompile {
 		if err := in.acquire(ctx); err != nil {
@@ -193,14 +203,32 @@ func (rt *Runtime) newInstance(ctx context.Context, cfg instanceConfig) (*Instan
 func (rt *Runtime) forget(in *Instance) {
 	rt.mu.Lock()
 	delete(rt.instances, in)
-	last := rt.modOpen && rt.closed && len(rt.instances) == 0
-	rt.modOpen = rt.modOpen && !last
 	rt.mu.Unlock()
-	if last {
-		if err := rt.mod.Close(context.Background()); err != nil {
-			rt.log.Debug("kafig: closing the compiled guest failed", "err", err)
-		}
+	rt.closeModuleIfDone()
+}
+
+// closeModuleIfDone closes the module once the runtime is closed and no
+// instance uses it or is being created from it: whichever of Close, forget
+// and a failed instantiation sees that first closes it, once.
+func (rt *Runtime) closeModuleIfDone() {
+	if err := rt.takeModule(); err != nil {
+		rt.log.Debug("kafig: closing the compiled guest failed", "err", err)
 	}
+}
+
+// takeModule closes the module if it is done (see closeModuleIfDone) and
+// returns the backend's error.
+func (rt *Runtime) takeModule() error {
+	rt.mu.Lock()
+	done := rt.modOpen && rt.closed && len(rt.instances) == 0 && rt.creating == 0
+	if done {
+		rt.modOpen = false
+	}
+	rt.mu.Unlock()
+	if !done {
+		return nil
+	}
+	return rt.mod.Close(context.Background())
 }
 
 // Compile compiles src to bytecode for Instance.EvalCompiled, which then
@@ -288,17 +316,12 @@ func (rt *Runtime) close(ctx context.Context) error {
 	}
 	close(rt.monitorStop)
 	<-rt.monitorDone
-	// Instances closed from their own user code are freed when it returns;
-	// the module, which the backend must not close under a live instance,
-	// is closed by the last of them (see forget).
-	rt.mu.Lock()
-	now := len(rt.instances) == 0
-	rt.modOpen = !now
-	rt.mu.Unlock()
-	if now {
-		if err := rt.mod.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
+	// Instances closed from their own user code are freed when it returns,
+	// and instantiations under way finish: the module, which the backend
+	// must not close under a live instance, is closed by the last of them
+	// (see closeModuleIfDone).
+	if err := rt.takeModule(); err != nil {
+		errs = append(errs, err)
 	}
 	rt.log.Debug("kafig: runtime closed", "instances_closed", len(all))
 	return errors.Join(errs...)
