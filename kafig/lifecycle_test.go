@@ -219,6 +219,32 @@ func TestBackstopInterruptCallback(t *testing.T) {
 	require.NoError(t, in.Close(context.Background()))
 }
 
+// The monitor asks the interrupt callback of a guest that stopped polling;
+// a callback that closes its own instance there must not deadlock it.
+func TestBackstopCallbackClosesInstance(t *testing.T) {
+	var self atomic.Pointer[Instance]
+	closed := make(chan error, 1)
+	in, _ := newInst(t, WithInterruptCallback(func(_, cpuUs uint64) bool {
+		if in := self.Load(); in != nil && cpuUs > 50_000 && self.CompareAndSwap(in, nil) {
+			closed <- in.Close(context.Background())
+		}
+		return false
+	}))
+	self.Store(in)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := in.Eval(context.Background(), "spin")
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Eval did not end after its callback closed the instance")
+	}
+	require.NoError(t, <-closed)
+}
+
 func TestBackstopContext(t *testing.T) {
 	in, fi := newInst(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
