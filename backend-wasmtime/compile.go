@@ -59,7 +59,7 @@ func (o options) validate() error {
 // its instances share), cached per process by the sha256 of the wasm and the
 // settings, and reference-counted by the Modules and Instances that use it.
 //
-// With the instance pool (WithInstancePool, the default), main's engine
+// With the instance pool (WithInstancePool, off by default), main's engine
 // allocates instances from a fixed number of slots; when they are all in
 // use, instances spill over to a second engine that allocates on demand
 // (spill, made on first need from main's compiled code).

@@ -17,14 +17,6 @@ import (
 	"github.com/kafig-dev/kafig/kafig"
 )
 
-// Known bugs found by TestHostileExtra (see the bug field of tcase: the
-// cases are skipped unless KAFIG_KNOWN_BUGS=1).
-const (
-	// QuickJS 2025-04-26 js_bigint_asUintN returns a negative short BigInt
-	// unchanged when bits >= 64: BigInt.asUintN(64, -1n) is -1n.
-	bugBigIntAsUintN = "QuickJS 2025-04-26 (js_bigint_asUintN): BigInt.asUintN(n >= 64, negative) returns the negative value unchanged"
-)
-
 // TestHostileExtra: more hostile scripts and misuse, beyond TestHostile:
 // builtins with huge or mutating arguments, limits met inside the shim's
 // own work (error documents, rejection reports, result serialization),
@@ -68,10 +60,23 @@ func TestHostileExtra(t *testing.T) {
 		{name: "typed-array-2^32", src: `new Uint8Array(2 ** 32).length`, check: anyOf(isMemoryLimit, isJsError("RangeError", ""))},
 		{name: "typed-array-over-heap", opts: heap(8 << 20), src: `new Float64Array(2 ** 27).length`, check: isMemoryLimit},
 		{name: "bigint-too-large", src: `2n ** (2n ** 30n)`, check: anyOf(isJsError("RangeError", ""), isMemoryLimit)},
-		{name: "bigint-asUintN-negative", bug: bugBigIntAsUintN, src: `[BigInt.asUintN(64, -1n).toString(), BigInt.asUintN(65, -1n).toString(), BigInt.asUintN(8, -1n).toString()]`,
+		{name: "bigint-asUintN-negative", src: `[BigInt.asUintN(64, -1n).toString(), BigInt.asUintN(65, -1n).toString(), BigInt.asUintN(8, -1n).toString()]`,
 			want: `["18446744073709551615", "36893488147419103231", "255"]`},
-		{name: "bigint-asUintN-huge-bits", bug: bugBigIntAsUintN, timeout: time.Second, after: usableOrDead, src: `BigInt.asUintN(2 ** 40, -1n) > 0n`,
-			check: anyOf(isValue(`true`), limitOrRange)},
+		// Guest patch 11: QuickJS 2025-04-26 returned these unchanged or
+		// negative (asUintN(64, 2n ** 64n - 1n) was -1n).
+		{name: "bigint-asUintN-mod", src: `(function () {
+  var bad = [];
+  [[64, 2n ** 64n - 1n], [64, 2n ** 63n], [64, 2n ** 70n + 2n ** 64n - 1n], [96, -(2n ** 70n)],
+   [128, -(2n ** 100n)], [200, 12345n], [3, -9n], [1, 2n ** 200n + 1n], [32, -1n], [0, -5n]].forEach(function (c) {
+    var m = 2n ** BigInt(c[0]), want = ((c[1] % m) + m) % m, got = BigInt.asUintN(c[0], c[1]);
+    if (got !== want) bad.push(c[0] + ":" + got);
+  });
+  return bad;
+})()`, want: `[]`},
+		{name: "bigint-asIntN-unchanged", src: `[BigInt.asIntN(64, 2n ** 63n), BigInt.asIntN(8, 255n), BigInt.asIntN(65, -1n), BigInt.asIntN(200, -(2n ** 150n))].map(String)`,
+			want: `["-9223372036854775808", "-1", "-1", "-1427247692705959881058285969449495136382746624"]`},
+		{name: "bigint-asUintN-huge-bits", timeout: time.Second, src: `[BigInt.asUintN(2 ** 40, 5n), (function () { try { BigInt.asUintN(2 ** 40, -1n); return "no error"; } catch (e) { return e.name; } })()].map(String)`,
+			want: `["5", "RangeError"]`},
 		{name: "apply-huge-array-like", src: `Math.max.apply(null, {length: 2 ** 31})`, check: anyOf(isJsError("RangeError", ""), isMemoryLimit)},
 		{name: "spread-huge-array", src: `Math.max(...new Array(1e6).fill(0))`, check: anyOf(isValue(`0`), isJsError("RangeError", ""), isStackOverflow, isMemoryLimit)},
 		// ---- builtins with hostile callbacks or sizes ----
