@@ -109,6 +109,20 @@ func (c *controller) next() string {
 	return ""
 }
 
+// expectStderr waits for want to appear on stderr. os/exec copies the
+// child's stderr into the buffer on a goroutine of its own, so a note the
+// child wrote before a stdout line may reach the buffer after that line.
+func (c *controller) expectStderr(want string) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(c.stderr.String(), want) {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("stderr has no %q:\n%s", want, c.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // expect reads the next line and compares it with want (as JSON).
 func (c *controller) expect(want string) {
 	c.t.Helper()
@@ -334,9 +348,7 @@ func TestJSONForwardsRPCs(t *testing.T) {
 	c.send(`{"rpc_result": {"id": 999, "result": 1}}`)
 	c.send(`{"eval": "'after'"}`)
 	c.expect(`{"result": "after"}`)
-	if !strings.Contains(c.stderr.String(), "ignoring rpc_result 999") {
-		t.Fatalf("stderr: %s", c.stderr.String())
-	}
+	c.expectStderr("ignoring rpc_result 999")
 
 	// Dispatch forwards too.
 	c.send(`{"eval": "host.on('ev', async (p) => (await host.rpc('lookup', p)).name)"}`)
