@@ -391,6 +391,7 @@ func (fi *fakeInstance) putStr(off uint32, s string) uint32 {
 // run executes a fake script:
 //
 //	ok JSON             result JSON
+//	undefined           result null (kafig runs it after a prelude)
 //	params              result: the dispatch params
 //	throw NAME MSG      a JS exception
 //	status N MSG        status N with message MSG
@@ -416,6 +417,8 @@ func (fi *fakeInstance) run(stack []uint64, src string, async bool, params strin
 	switch cmd {
 	case "ok":
 		return fi.finish(stack, abi.StatusOK, rest)
+	case "undefined":
+		return fi.finish(stack, abi.StatusOK, "null")
 	case "params":
 		return fi.finish(stack, abi.StatusOK, params)
 	case "throw":

@@ -49,11 +49,16 @@ func (in *Instance) hostInterrupt(_ context.Context, _ backend.Memory, stack []u
 	}
 }
 
-// askInterrupt calls the interrupt callback under cbMu; a panic counts as
-// "stop".
-func (in *Instance) askInterrupt(cb func(uint64, uint64) bool, ops uint64, cpuNanos int64) (stop bool) {
+// askInterrupt calls the interrupt callback under cbMu.
+func (in *Instance) askInterrupt(cb func(uint64, uint64) bool, ops uint64, cpuNanos int64) bool {
 	in.cbMu.Lock()
 	defer in.cbMu.Unlock()
+	return in.callInterrupt(cb, ops, cpuNanos)
+}
+
+// callInterrupt calls the interrupt callback; a panic counts as "stop". The
+// caller holds cbMu.
+func (in *Instance) callInterrupt(cb func(uint64, uint64) bool, ops uint64, cpuNanos int64) (stop bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			in.rt.log.Debug("kafig: interrupt callback panicked; stopping", "panic", r)
@@ -127,6 +132,12 @@ func (in *Instance) hostRPCAsync(_ context.Context, mem backend.Memory, stack []
 		in.rt.log.Debug("kafig: host.rpc refused: too many pending", "method", method, "limit", in.cfg.maxPending)
 		return
 	}
+	// The params of waiting calls live in Go, outside every guest limit:
+	// together they may hold what the JS heap may, no more.
+	if held := in.pool.Held(); uint64(held)+uint64(len(params)) > in.cfg.jsMemory {
+		in.rt.log.Debug("kafig: host.rpc refused: the params of pending calls exceed the JS memory limit", "method", method, "held", held, "limit", in.cfg.jsMemory)
+		return
+	}
 	stack[0] = 0
 	h, mode, fallback, found := in.cfg.router.lookup(method)
 	switch {
@@ -136,7 +147,7 @@ func (in *Instance) hostRPCAsync(_ context.Context, mem backend.Memory, stack []
 		data, isErr := in.runInline(h, method, false, params)
 		in.pool.Done(rpc.Reply{ID: id, Data: data, IsError: isErr})
 	default:
-		in.pool.Go(id, func(ctx context.Context) ([]byte, bool) {
+		in.pool.Go(id, len(params), func(ctx context.Context) ([]byte, bool) {
 			return in.runHandler(ctx, h, method, fallback, params)
 		})
 	}

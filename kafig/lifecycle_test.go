@@ -245,6 +245,64 @@ func TestBackstopCallbackClosesInstance(t *testing.T) {
 	require.NoError(t, <-closed)
 }
 
+// TestBackstopCallbackClosesRuntime: a callback the monitor asks (the guest
+// does not poll) that closes the whole runtime. Runtime.Close waits for the
+// monitor, so the monitor must not be the goroutine running the callback.
+func TestBackstopCallbackClosesRuntime(t *testing.T) {
+	rt, _ := newRuntime(t)
+	var once atomic.Bool
+	closed := make(chan error, 1)
+	in, err := rt.Instance(context.Background(), WithInterruptCallback(func(_, cpuUs uint64) bool {
+		if cpuUs > 50_000 && once.CompareAndSwap(false, true) {
+			closed <- rt.Close(context.Background())
+		}
+		return false
+	}))
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := in.Eval(context.Background(), "spin")
+		errc <- err
+	}()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Runtime.Close from a callback the monitor asked did not return")
+	}
+	assert.ErrorIs(t, <-errc, ErrClosed)
+}
+
+// TestBackstopNotHeldBySlowCallback: one instance's callback that blocks
+// leaves the monitor free to stop another instance.
+func TestBackstopNotHeldBySlowCallback(t *testing.T) {
+	rt, _ := newRuntime(t)
+	release := make(chan struct{})
+	defer close(release)
+	slow, err := rt.Instance(context.Background(), WithInterruptCallback(func(uint64, uint64) bool {
+		<-release
+		return false
+	}))
+	require.NoError(t, err)
+	go func() { _, _ = slow.Eval(context.Background(), "spin") }()
+	other, err := rt.Instance(context.Background())
+	require.NoError(t, err)
+	time.Sleep(2 * pollStale) // the monitor has asked the slow callback
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := other.Eval(ctx, "spin")
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the monitor did not stop the other instance")
+	}
+}
+
 func TestBackstopContext(t *testing.T) {
 	in, fi := newInst(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

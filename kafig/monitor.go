@@ -19,8 +19,10 @@ var errBackstop = errors.New("kafig: interrupt callback said stop while the gues
 //     asked with the current CPU time estimate, says stop.
 //
 // Time inside RPC handlers is not watched (the handler owns that time).
-// runMu is held from the decision to the Stop (but not while the interrupt
-// callback runs), so that only the call that was judged is stopped.
+// runMu is held from the decision to the Stop, so that only the call that
+// was judged is stopped; the interrupt callback runs without it, on a
+// goroutine of its own, so that no callback can hold up the monitor (the
+// backstop of every instance of the runtime) or Runtime.Close.
 func (in *Instance) watch() {
 	in.runMu.Lock()
 	defer in.runMu.Unlock()
@@ -39,15 +41,29 @@ func (in *Instance) watch() {
 	if cb == nil || idle < int64(pollStale) {
 		return
 	}
+	// The callback is user code, which may be slow, block, or call Close
+	// (of the instance or of the runtime, which waits for this goroutine):
+	// it runs on a goroutine of its own, and its verdict applies only to
+	// the call it was asked about. A callback already running (asked by a
+	// poll or an earlier tick) is not waited for: it gives its own verdict.
+	if !in.cbMu.TryLock() {
+		return
+	}
 	cpu := in.cpuNanos.Load() + now - in.callStart - in.hostNanos.Load()
-	// The callback is user code, which may call Close (or anything that
-	// takes runMu): it runs unlocked, and its verdict applies only to the
-	// call it was asked about.
-	start := in.callStart
-	in.runMu.Unlock()
-	stop := in.askInterrupt(cb, in.opcodes.Load(), cpu)
+	go in.askForMonitor(cb, in.opcodes.Load(), cpu, in.callStart)
+}
+
+// askForMonitor asks the interrupt callback for watch, with cbMu held (it
+// unlocks it), and stops the call that started at start if it says stop.
+func (in *Instance) askForMonitor(cb func(uint64, uint64) bool, ops uint64, cpu, start int64) {
+	stop := in.callInterrupt(cb, ops, cpu)
+	in.cbMu.Unlock()
+	if !stop {
+		return
+	}
 	in.runMu.Lock()
-	if stop && in.running.Load() && !in.stopped && in.callStart == start {
+	defer in.runMu.Unlock()
+	if in.running.Load() && !in.stopped && in.callStart == start {
 		in.stopLocked(errBackstop)
 	}
 }

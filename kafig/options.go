@@ -118,7 +118,12 @@ func (f runtimeOptionFunc) applyRuntime(c *runtimeConfig) { f(c) }
 //     then judged where it runs for real, and Runtime.Instance returns its
 //     error.
 //   - It runs synchronously (no top-level await; host.rpcSync works, with
-//     the instance's router) and its completion value is discarded.
+//     the instance's router) and its completion value is discarded. The
+//     promise jobs it queues run right after it, before the instance is
+//     returned (an exception in one is dropped, as in an async Eval); a
+//     host.rpc it starts is dropped unanswered. A prelude, or a job of it,
+//     that never ends holds New and Runtime.Instance until their context
+//     ends.
 //   - Its CPU time and opcodes are not counted in the instance's stats.
 //   - Default: none.
 func WithPrelude(src string) Option {
@@ -344,6 +349,12 @@ func WithMaxConcurrentRPCs(n int) InstanceOption {
 // WithMaxPendingRPCs caps the number of host.rpc calls one async operation
 // may have outstanding (running, queued or answered but not yet delivered);
 // beyond it host.rpc rejects at once.
+//
+// The params of the calls whose handlers have not returned are held in Go,
+// outside the guest's limits: together they may be as large as the JS
+// memory limit (see WithJSMemoryLimit). A call that would pass that rejects
+// at once too, with the same error ("host.rpc refused: too many calls
+// pending").
 //
 // # Notes
 //   - Valid: 1 to MaxPendingRPCsLimit.

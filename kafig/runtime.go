@@ -182,6 +182,11 @@ func (rt *Runtime) newInstance(ctx context.Context, cfg instanceConfig) (*Instan
 			return nil, err
 		}
 		_, err := in.eval(rt.cfg.prelude+"\n;undefined", evalConfig{})
+		if err == nil {
+			// The promise jobs the prelude queued run now, as part of it: not
+			// in the first async operation of the user, under its limits.
+			_, err = in.eval("undefined", evalConfig{async: true})
+		}
 		in.resetStats()
 		in.release()
 		if err != nil && cfg.probe && in.probeCalledRPC {

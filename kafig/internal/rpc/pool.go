@@ -41,8 +41,9 @@ var ErrIdle = errors.New("no RPC outstanding")
 var ErrInterrupted = errors.New("wait interrupted")
 
 type queued struct {
-	id  uint32
-	job Job
+	id   uint32
+	size int
+	job  Job
 }
 
 // Pool runs the handlers of one operation. Its methods are safe for
@@ -59,6 +60,7 @@ type Pool struct {
 	head        int
 	replies     []Reply
 	outstanding int
+	held        int // the sizes of the calls whose handlers have not returned
 	closed      bool
 	notify      chan struct{}
 	idle        chan struct{} // closed when closed is set and no worker runs
@@ -82,24 +84,35 @@ func (p *Pool) Outstanding() int {
 	return p.outstanding
 }
 
+// Held is the total size (see Go) of the calls accepted whose handlers have
+// not returned: what the pool keeps alive for them.
+func (p *Pool) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
+}
+
 // Go accepts a call and runs job in a worker goroutine, now or when one is
-// free. It never blocks.
-func (p *Pool) Go(id uint32, job Job) {
+// free. It never blocks. size is what the job holds until it returns (its
+// params), counted in Held.
+func (p *Pool) Go(id uint32, size int, job Job) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return
 	}
 	p.outstanding++
+	p.held += size
+	q := queued{id, size, job}
 	if p.workers >= p.limit {
-		p.backlog = append(p.backlog, queued{id, job})
+		p.backlog = append(p.backlog, q)
 		p.mu.Unlock()
 		return
 	}
 	p.workers++
 	p.mu.Unlock()
 	p.g.Go(func() error {
-		p.work(queued{id, job})
+		p.work(q)
 		return nil
 	})
 }
@@ -127,6 +140,7 @@ func (p *Pool) work(q queued) {
 	for {
 		data, isErr := run(p.ctx, q.job)
 		p.mu.Lock()
+		p.held -= q.size
 		if !p.closed {
 			p.replies = append(p.replies, Reply{ID: q.id, Data: data, IsError: isErr})
 			p.wake()
@@ -134,6 +148,10 @@ func (p *Pool) work(q queued) {
 		// A done context drops the backlog: its calls would only see ctx.Err.
 		if p.closed || p.head == len(p.backlog) || p.ctx.Err() != nil {
 			p.workers--
+			for _, dropped := range p.backlog[p.head:] {
+				p.held -= dropped.size
+			}
+			clear(p.backlog)
 			p.backlog, p.head = p.backlog[:0], 0
 			if p.closed && p.workers == 0 {
 				close(p.idle)
@@ -195,6 +213,9 @@ func (p *Pool) Close(grace time.Duration) (abandoned int) {
 	p.mu.Lock()
 	first := !p.closed
 	p.closed = true
+	for _, dropped := range p.backlog[p.head:] {
+		p.held -= dropped.size
+	}
 	clear(p.backlog)
 	p.backlog, p.head = nil, 0
 	p.replies = nil
