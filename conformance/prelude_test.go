@@ -114,6 +114,19 @@ func TestPrelude(t *testing.T) {
 		{name: "empty-is-invalid", noInstance: true, run: newFails(``, 0, isErr(kafig.ErrInvalidOption))},
 		{name: "nul-is-invalid", noInstance: true, run: newFails("var a = 1;\x00", 0, isErr(kafig.ErrInvalidOption))},
 		{name: "invalid-utf8-is-invalid", noInstance: true, run: newFails("var a = '\xff';", 0, isErr(kafig.ErrInvalidOption))},
+		// WithPrelude: the promise jobs it queues run right after it.
+		{name: "jobs-run-before-user-code", rtOpts: prelude(`globalThis.ready = false; Promise.resolve().then(() => { ready = true })`),
+			src: `ready`, want: `true`},
+		{name: "job-exception-leaves-instance-usable", rtOpts: prelude(`Promise.resolve().then(() => { throw new Error("in a job") }).catch(() => {}); Promise.resolve().then(() => { null.x })`),
+			async: true, src: `await host.rpc("aecho", "ok")`, want: `"ok"`},
+		{name: "job-rpc-dropped-instance-usable", rtOpts: prelude(`globalThis.early = "none"; Promise.resolve().then(() => host.rpc("aecho", 1)).then(v => { early = v }, e => { early = "rejected" })`),
+			// The call the prelude's job started is dropped unanswered when the
+			// prelude ends (WithPrelude): never settled, least of all with this
+			// eval's reply.
+			async: true, src: `[await host.rpc("aecho", 2), early]`, want: `[2, "none"]`},
+		{name: "job-memory-bomb-fails-New", noInstance: true, run: newFails(`Promise.resolve().then(() => { const a = []; for (;;) a.push({}) })`, 0, isMemoryLimit)},
+		{name: "job-stack-overflow-fails-nothing", rtOpts: prelude(`Promise.resolve().then(function f() { f() }).catch(() => {}); globalThis.v = 1`),
+			src: `v`, want: `1`},
 		{name: "large-prelude", rtOpts: prelude(largePrelude()), src: `f999()`, want: `999`},
 		{name: "bytecode-sees-prelude", rtOpts: prelude(`const P = "p"`), run: func(t *testing.T, c *cctx) {
 			bc, err := c.rt.Compile(t.Context(), `P + "!"`)
